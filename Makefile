@@ -1,0 +1,90 @@
+# portero build. `make run` and `make test` are the two commands of the README.
+CC      ?= gcc
+PKGS    := yaml-0.1 libpcre2-8
+CSTD    := -std=c17 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  ?= -O2 -g
+CFLAGS  += $(CSTD) $(WARN) -pthread -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  := -pthread $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+PYTHON  := /usr/bin/python3
+
+LIB_SRC := $(sort $(shell find src -name '*.c' ! -name main.c))
+LIB_OBJ := $(LIB_SRC:src/%.c=build/obj/%.o)
+SAN_OBJ := $(LIB_SRC:src/%.c=build/asan/obj/%.o)
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/unit/%)
+UNIT_SAN := $(UNIT_SRC:tests/unit/%.c=build/asan/unit/%)
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build asan run test unit unit-asan integration integration-asan fuzz bench clean
+
+all: build
+build: build/portero
+asan: build/asan/portero
+
+deps:
+	@scripts/deps.sh
+
+build/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+build/asan/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
+
+build/portero: build/obj/main.o $(LIB_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+build/asan/portero: build/asan/obj/main.o $(SAN_OBJ)
+	$(CC) $(CFLAGS) $(SAN) $^ -o $@ $(LDLIBS)
+
+build/unit/%: tests/unit/%.c $(LIB_OBJ) tests/unit/unit.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests/unit $< $(LIB_OBJ) -o $@ $(LDLIBS)
+
+build/asan/unit/%: tests/unit/%.c $(SAN_OBJ) tests/unit/unit.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SAN) -Itests/unit $< $(SAN_OBJ) -o $@ $(LDLIBS)
+
+# libFuzzer needs clang; targets link only the pure modules they exercise.
+FUZZ_DEPS := src/http/h1.c src/core/str.c src/conf/config.c src/conf/yaml_doc.c
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
+	@mkdir -p $(@D)
+	clang $(CSTD) -O1 -g -Isrc -fsanitize=fuzzer,address,undefined $< $(FUZZ_DEPS) -o $@ $(LDLIBS)
+
+unit: $(UNIT_BIN)
+	@tests/run_unit.sh $(UNIT_BIN)
+
+unit-asan: $(UNIT_SAN)
+	@tests/run_unit.sh $(UNIT_SAN)
+
+integration: build/portero
+	cd tests/integration && PORTERO_BIN=$(CURDIR)/build/portero $(PYTHON) -m pytest -q -p no:cacheprovider .
+
+integration-asan: build/asan/portero
+	cd tests/integration && PORTERO_BIN=$(CURDIR)/build/asan/portero PORTERO_ASAN=1 $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" .
+
+fuzz: $(FUZZ_BIN)
+	@tests/run_fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+test: deps
+	$(MAKE) build asan
+	$(MAKE) unit unit-asan
+	$(MAKE) integration
+	$(MAKE) integration-asan
+	$(MAKE) fuzz
+
+run: deps build
+	@scripts/run-demo.sh
+
+bench: deps build
+	$(PYTHON) bench/run.py
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(SAN_OBJ:.o=.d) build/obj/main.d build/asan/obj/main.d

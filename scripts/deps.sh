@@ -1,0 +1,15 @@
+#!/bin/sh
+# Installs, only when missing, the Debian packages that build, tests and benchmark need.
+set -e
+PKGS="build-essential pkg-config clang libclang-rt-14-dev libyaml-dev libpcre2-dev curl
+python3 python3-pytest python3-requests python3-websockets nginx haproxy wrk procps"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing"
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq || true
+$SUDO apt-get install -y -qq --no-install-recommends $missing
