@@ -1,0 +1,227 @@
+#include "http/hdr.h"
+
+#include <string.h>
+
+/* RFC 9110 §7.6.1 hop-by-hop fields plus framing fields we always re-frame ourselves. */
+static const char *const hdr_hop_names[] = {
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "content-length", "proxy-authenticate", "proxy-authorization",
+};
+
+static bool hdr_named_by_connection(const struct http_msg *msg, struct str name)
+{
+    for (uint32_t i = 0; i < msg->n_headers; i++) {
+        if (!str_ieq_cstr(msg->headers[i].name, "connection"))
+            continue;
+        struct str rest = msg->headers[i].value, token;
+        while (str_next_list_item(&rest, &token))
+            if (str_ieq(token, name))
+                return true;
+    }
+    return false;
+}
+
+bool hdr_is_hop_by_hop(const struct http_msg *msg, struct str name)
+{
+    for (size_t i = 0; i < sizeof hdr_hop_names / sizeof hdr_hop_names[0]; i++)
+        if (str_ieq_cstr(name, hdr_hop_names[i]))
+            return true;
+    return hdr_named_by_connection(msg, name);
+}
+
+static bool hdr_in_list(char *const *names, size_t n, struct str name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (str_ieq_cstr(name, names[i]))
+            return true;
+    return false;
+}
+
+static bool hdr_is_set_by_ops(const struct conf_header_ops *ops, struct str name)
+{
+    if (!ops)
+        return false;
+    for (size_t i = 0; i < ops->n_set; i++)
+        if (str_ieq_cstr(name, ops->set[i].name))
+            return true;
+    return hdr_in_list(ops->remove, ops->n_remove, name);
+}
+
+static void hdr_append_ops(struct sbuf *out, const struct conf_header_ops *ops)
+{
+    if (!ops)
+        return;
+    for (size_t i = 0; i < ops->n_set; i++)
+        sbuf_append_header(out, str_make(ops->set[i].name, strlen(ops->set[i].name)),
+                           str_make(ops->set[i].value, strlen(ops->set[i].value)));
+    for (size_t i = 0; i < ops->n_add; i++)
+        sbuf_append_header(out, str_make(ops->add[i].name, strlen(ops->add[i].name)),
+                           str_make(ops->add[i].value, strlen(ops->add[i].value)));
+}
+
+static void hdr_append_framing(struct sbuf *out, enum hdr_framing framing, uint64_t length)
+{
+    if (framing == HDR_FRAME_LENGTH) {
+        sbuf_append_cstr(out, "Content-Length: ");
+        sbuf_append_u64(out, length);
+        sbuf_append(out, "\r\n", 2);
+    } else if (framing == HDR_FRAME_CHUNKED) {
+        sbuf_append_cstr(out, "Transfer-Encoding: chunked\r\n");
+    }
+}
+
+/* Joins every instance of NAME into one list value (RFC 9110 §5.3) followed by EXTRA. */
+static void hdr_append_joined(struct sbuf *out, const struct http_msg *msg, const char *name,
+                              struct str extra_prefix, struct str extra)
+{
+    sbuf_append_cstr(out, name);
+    sbuf_append(out, ": ", 2);
+    for (uint32_t i = 0; i < msg->n_headers; i++) {
+        if (!str_ieq_cstr(msg->headers[i].name, name))
+            continue;
+        sbuf_append_str(out, msg->headers[i].value);
+        sbuf_append(out, ", ", 2);
+    }
+    sbuf_append_str(out, extra_prefix);
+    sbuf_append_str(out, extra);
+    sbuf_append(out, "\r\n", 2);
+}
+
+static bool hdr_request_skip(const struct http_msg *req, const struct hdr_request_ctx *ctx,
+                             struct str name)
+{
+    if (hdr_is_hop_by_hop(req, name) || hdr_is_set_by_ops(ctx->ops, name))
+        return true;
+    if (str_ieq_cstr(name, "host") || str_ieq_cstr(name, "expect"))
+        return true; /* Host is written first; Expect: 100-continue is answered by us */
+    if (ctx->fwd->x_forwarded &&
+        (str_ieq_cstr(name, "x-forwarded-for") || str_ieq_cstr(name, "x-forwarded-proto") ||
+         str_ieq_cstr(name, "x-forwarded-host")))
+        return true;
+    return (ctx->fwd->forwarded && str_ieq_cstr(name, "forwarded")) ||
+           (ctx->fwd->via && str_ieq_cstr(name, "via"));
+}
+
+static void hdr_append_forwarding(struct sbuf *out, const struct http_msg *req,
+                                  const struct hdr_request_ctx *ctx, struct str host)
+{
+    if (ctx->fwd->x_forwarded) {
+        hdr_append_joined(out, req, "X-Forwarded-For", STR_LIT(""), ctx->client_ip);
+        sbuf_append_header(out, STR_LIT("X-Forwarded-Proto"), str_make(ctx->scheme, strlen(ctx->scheme)));
+        sbuf_append_header(out, STR_LIT("X-Forwarded-Host"), host);
+    }
+    if (ctx->fwd->forwarded) {
+        /* RFC 7239 §4: IPv6 addresses are quoted and bracketed. */
+        hdr_append_joined(out, req, "Forwarded", ctx->client_ipv6 ? STR_LIT("for=\"[") : STR_LIT("for="),
+                          ctx->client_ip);
+        out->len -= 2; /* reopen the line to add the parameters */
+        sbuf_append_cstr(out, ctx->client_ipv6 ? "]\";host=\"" : ";host=\"");
+        sbuf_append_str(out, host);
+        sbuf_append_cstr(out, "\";proto=");
+        sbuf_append_cstr(out, ctx->scheme);
+        sbuf_append(out, "\r\n", 2);
+    }
+    if (ctx->fwd->via)
+        hdr_append_joined(out, req, "Via", STR_LIT(""), req->version_minor ? STR_LIT("1.1 portero")
+                                                                           : STR_LIT("1.0 portero"));
+}
+
+void hdr_build_request(struct sbuf *out, const struct http_msg *req, const struct hdr_request_ctx *ctx)
+{
+    struct str host = req->host.n ? req->host : ctx->fallback_host;
+    sbuf_append_str(out, req->method);
+    sbuf_append(out, " ", 1);
+    sbuf_append_str(out, ctx->path);
+    sbuf_append_cstr(out, " HTTP/1.1\r\n");
+    sbuf_append_header(out, STR_LIT("Host"), host);
+    for (uint32_t i = 0; i < req->n_headers; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (!hdr_request_skip(req, ctx, h->name))
+            sbuf_append_header(out, h->name, h->value);
+    }
+    hdr_append_ops(out, ctx->ops);
+    hdr_append_forwarding(out, req, ctx, host);
+    hdr_append_framing(out, ctx->framing, ctx->length);
+    if (ctx->tunnel) {
+        sbuf_append_header(out, STR_LIT("Connection"), STR_LIT("upgrade"));
+        sbuf_append_header(out, STR_LIT("Upgrade"), req->upgrade);
+    }
+    sbuf_append(out, "\r\n", 2);
+}
+
+static bool hdr_response_skip(const struct http_msg *resp, const struct hdr_response_ctx *ctx,
+                              struct str name)
+{
+    if (ctx->framing == HDR_FRAME_BODYLESS && str_ieq_cstr(name, "content-length"))
+        return false; /* HEAD and 304 keep the length of the representation, RFC 9110 §8.6 */
+    if (hdr_is_hop_by_hop(resp, name) || hdr_is_set_by_ops(ctx->ops, name))
+        return true;
+    return ctx->fwd->via && str_ieq_cstr(name, "via");
+}
+
+void hdr_build_response(struct sbuf *out, const struct http_msg *resp, const struct hdr_response_ctx *ctx)
+{
+    sbuf_append_cstr(out, "HTTP/1.1 ");
+    sbuf_append_u64(out, (uint64_t)resp->status);
+    sbuf_append(out, " ", 1);
+    if (resp->reason.n)
+        sbuf_append_str(out, resp->reason);
+    else
+        sbuf_append_cstr(out, hdr_reason(resp->status));
+    sbuf_append(out, "\r\n", 2);
+    for (uint32_t i = 0; i < resp->n_headers; i++) {
+        const struct http_header *h = &resp->headers[i];
+        if (!hdr_response_skip(resp, ctx, h->name))
+            sbuf_append_header(out, h->name, h->value);
+    }
+    hdr_append_ops(out, ctx->ops);
+    if (ctx->fwd->via)
+        hdr_append_joined(out, resp, "Via", STR_LIT(""), resp->version_minor ? STR_LIT("1.1 portero")
+                                                                             : STR_LIT("1.0 portero"));
+    hdr_append_framing(out, ctx->framing, ctx->length);
+    if (ctx->tunnel) {
+        sbuf_append_header(out, STR_LIT("Connection"), STR_LIT("upgrade"));
+        sbuf_append_header(out, STR_LIT("Upgrade"), resp->upgrade);
+    } else if (ctx->close) {
+        sbuf_append_cstr(out, "Connection: close\r\n");
+    } else if (ctx->keep_alive_10) {
+        sbuf_append_cstr(out, "Connection: keep-alive\r\n");
+    }
+    sbuf_append(out, "\r\n", 2);
+}
+
+const char *hdr_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}

@@ -1,0 +1,46 @@
+/* client: one accepted HTTP/1.1 connection — reading request heads, keep-alive, pipelining
+ * (one exchange at a time, answered in order), timeouts, and closing. */
+#ifndef PORTERO_PROXY_CLIENT_H
+#define PORTERO_PROXY_CLIENT_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/loop.h"
+
+struct worker;
+struct worker_listener;
+struct exchange;
+
+/* Kept small: an idle keep-alive connection costs this struct and nothing else. */
+struct client {
+    struct loop_io io;
+    struct loop_timer timer;       /* header, keep-alive, body, send or tunnel deadline */
+    struct loop_task task;         /* deferred: next pipelined request, or freeing */
+    struct worker *w;
+    struct client *next, *prev;    /* worker's list of clients */
+    struct buf *in;                /* request bytes; NULL while idle */
+    struct exchange *ex;           /* current exchange, NULL between requests */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer;
+    uint32_t requests;             /* exchanges started on this connection */
+    bool readable, writable;
+    bool closed;
+    bool head_timer_armed;         /* header_timeout runs (first byte of a head seen) */
+};
+
+/* Takes ownership of FD accepted by W's listener L. */
+void client_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len);
+/* The exchange finished: KEEP_ALIVE says whether the connection may serve another request. */
+void client_exchange_done(struct client *c, bool keep_alive);
+/* Closes the connection now (aborting any exchange). */
+void client_close(struct client *c);
+/* Worker is draining: close if idle, else let the exchange finish and close after it. */
+void client_drain(struct client *c);
+
+#endif

@@ -1,0 +1,772 @@
+#include "proxy/exchange.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/sock.h"
+#include "http/h1.h"
+#include "http/hdr.h"
+#include "proxy/client.h"
+#include "proxy/pump.h"
+#include "proxy/route.h"
+#include "proxy/worker.h"
+
+enum ex_state { EX_LOCAL, EX_CONNECT, EX_WAIT_HEAD, EX_BODY, EX_TUNNEL };
+enum ex_step { EX_AGAIN, EX_WAIT, EX_GONE };
+
+#define EX_MAX_CONNECT_ATTEMPTS 3
+static const char ex_continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+struct exchange {
+    struct client *c;
+    struct worker *w;
+    struct config *cfg;               /* reference held until the exchange ends */
+    enum ex_state state;
+    struct http_msg req;              /* slices into req_raw */
+    char *req_raw;                    /* owned copy of the request head */
+    const struct conf_route *route;
+    uint64_t t_start;
+    char client_ip[48];
+    /* upstream side */
+    struct worker_upstream *wu;
+    int server;                       /* -1 until picked */
+    bool *tried;                      /* per server, owned */
+    unsigned attempts;
+    bool reused;                      /* current connection came from the pool */
+    bool retried_reused;
+    bool tunnel_requested;
+    struct upstream_conn *uc;
+    struct loop_timer up_timer;       /* connect, response or upstream idle deadline */
+    struct sbuf up_head;              /* request head sent upstream, kept for a retry */
+    struct pump req_pump;             /* client -> upstream body */
+    bool req_done;
+    uint64_t t_upstream;              /* when the upstream attempt started */
+    int64_t upstream_ms;
+    /* response side */
+    struct http_msg resp;
+    struct http_header *resp_hdrs;    /* owned */
+    struct sbuf resp_head;            /* interim heads, then the final head (or a local answer) */
+    uint32_t resp_head_off;           /* written before the response pump took over */
+    struct pump resp_pump;            /* upstream -> client body, or a local answer */
+    bool resp_started;                /* the final head is committed */
+    bool client_close;                /* close the client connection after this exchange */
+    int status;
+};
+
+static enum ex_step ex_run_state(struct exchange *ex);
+static void ex_run(struct exchange *ex);
+
+/* --- helpers ------------------------------------------------------------------------------ */
+
+static const struct conf_server *ex_server(const struct exchange *ex)
+{
+    return &ex->route->upstream->servers[ex->server];
+}
+
+static void ex_free(struct exchange *ex)
+{
+    struct loop *loop = ex->w->loop;
+    loop_timer_stop(loop, &ex->up_timer);
+    if (ex->server >= 0 && ex->wu)
+        balance_end(&ex->wu->bal, ex->server);
+    if (ex->uc)
+        upstream_close(ex->uc);
+    sbuf_free(&ex->up_head);
+    sbuf_free(&ex->resp_head);
+    free(ex->resp_hdrs);
+    free(ex->req.headers);
+    free(ex->req_raw);
+    free(ex->tried);
+    config_unref(ex->cfg);
+    free(ex);
+}
+
+static void ex_log(struct exchange *ex)
+{
+    const struct http_header *ua = http_msg_find(&ex->req, "user-agent");
+    const struct http_header *ref = http_msg_find(&ex->req, "referer");
+    char upstream[64] = "";
+    if (ex->server >= 0)
+        snprintf(upstream, sizeof upstream, "%s", ex_server(ex)->address);
+    uint64_t body_out = ex->req_pump.bytes_out > ex->up_head.len ? ex->req_pump.bytes_out - ex->up_head.len : 0;
+    struct accesslog_entry e = {
+        .client_ip = str_make(ex->client_ip, strlen(ex->client_ip)),
+        .method = ex->req.method.n ? ex->req.method : STR_LIT("-"),
+        .target = ex->req.target.n ? ex->req.target : STR_LIT("-"),
+        .version_minor = ex->req.version_minor,
+        .status = ex->status,
+        .bytes_in = ex->req.head_len + body_out,
+        .bytes_out = ex->resp_pump.bytes_out,
+        .total_ms = loop_now(ex->w->loop) - ex->t_start,
+        .upstream = str_make(upstream, strlen(upstream)),
+        .upstream_ms = ex->upstream_ms,
+        .route = ex->route ? str_make(ex->route->name, strlen(ex->route->name)) : STR_LIT(""),
+        .user_agent = ua ? ua->value : STR_LIT(""),
+        .referer = ref ? ref->value : STR_LIT(""),
+    };
+    accesslog_write(&ex->w->alog, &e);
+}
+
+/* Ends the exchange: log, give the upstream connection back, hand the client on. */
+static enum ex_step ex_finish(struct exchange *ex, bool upstream_reusable)
+{
+    struct client *c = ex->c;
+    bool keep_alive = !ex->client_close;
+    if (ex->t_upstream && ex->upstream_ms < 0)
+        ex->upstream_ms = (int64_t)(loop_now(ex->w->loop) - ex->t_upstream);
+    ex_log(ex);
+    if (ex->uc) {
+        upstream_release(ex->uc, upstream_reusable);
+        ex->uc = NULL;
+    }
+    ex_free(ex);
+    c->ex = NULL;
+    client_exchange_done(c, keep_alive);
+    return EX_GONE;
+}
+
+static enum ex_step ex_abort_client(struct exchange *ex)
+{
+    if (!ex->status)
+        ex->status = 499;
+    client_close(ex->c); /* calls exchange_abort, which logs and frees */
+    return EX_GONE;
+}
+
+void exchange_abort(struct exchange *ex)
+{
+    if (!ex->status)
+        ex->status = 499; /* client went away before an answer */
+    ex_log(ex);
+    ex->c->ex = NULL;
+    ex_free(ex);
+}
+
+static void ex_arm_client_timer(struct exchange *ex, uint64_t ms)
+{
+    loop_timer_after(ex->w->loop, &ex->c->timer, ms);
+}
+
+/* --- local answers -------------------------------------------------------------------------- */
+
+/* Starts writing a complete answer composed by us: RESP_HEAD holds head and body. */
+static enum ex_step ex_send_local(struct exchange *ex, int status)
+{
+    ex->status = status;
+    ex->resp_started = true;
+    if (ex->req_pump.in_kind != H1_BODY_NONE && !ex->req_done)
+        ex->client_close = true; /* the unread body would be taken for the next request */
+    pump_init(&ex->resp_pump, H1_BODY_NONE, 0, false, &ex->resp_head);
+    ex->resp_pump.prefix_off = ex->resp_head_off;
+    ex->state = EX_LOCAL;
+    return EX_AGAIN;
+}
+
+static void ex_local_head(struct exchange *ex, int status, size_t body_len)
+{
+    struct sbuf *h = &ex->resp_head;
+    sbuf_append_cstr(h, "HTTP/1.1 ");
+    sbuf_append_u64(h, (uint64_t)status);
+    sbuf_append(h, " ", 1);
+    sbuf_append_cstr(h, hdr_reason(status));
+    sbuf_append_cstr(h, "\r\nContent-Length: ");
+    sbuf_append_u64(h, body_len);
+    sbuf_append(h, "\r\n", 2);
+    if (ex->client_close || ex->w->draining)
+        sbuf_append_cstr(h, "Connection: close\r\n");
+    else if (ex->req.version_minor == 0)
+        sbuf_append_cstr(h, "Connection: keep-alive\r\n");
+}
+
+/* A short plain answer that reveals nothing about the backends (DESIGN: errors a client can see). */
+static enum ex_step ex_send_error(struct exchange *ex, int status)
+{
+    char body[96];
+    int n = snprintf(body, sizeof body, "%d %s\n", status, hdr_reason(status));
+    if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431 ||
+        status == 501 || status == 505)
+        ex->client_close = true;
+    ex->resp_head.len = ex->resp_head_off; /* drop any unsent interim head */
+    ex_local_head(ex, status, (size_t)n);
+    sbuf_append_cstr(&ex->resp_head, "Content-Type: text/plain\r\n\r\n");
+    if (ex->req.method_id != HTTP_METHOD_HEAD)
+        sbuf_append(&ex->resp_head, body, (size_t)n);
+    return ex_send_local(ex, status);
+}
+
+static enum ex_step ex_respond_route(struct exchange *ex)
+{
+    const struct conf_route *r = ex->route;
+    size_t len = strlen(r->respond_body);
+    ex_local_head(ex, r->respond_status, len);
+    for (size_t i = 0; i < r->n_respond_headers; i++)
+        sbuf_append_header(&ex->resp_head, str_make(r->respond_headers[i].name, strlen(r->respond_headers[i].name)),
+                           str_make(r->respond_headers[i].value, strlen(r->respond_headers[i].value)));
+    sbuf_append(&ex->resp_head, "\r\n", 2);
+    if (ex->req.method_id != HTTP_METHOD_HEAD)
+        sbuf_append(&ex->resp_head, r->respond_body, len);
+    return ex_send_local(ex, r->respond_status);
+}
+
+static enum ex_step ex_redirect_route(struct exchange *ex)
+{
+    char location[8192];
+    int n = route_redirect_location(ex->route, ex->req.host, ex->req.path, "http", location, sizeof location);
+    if (n < 0)
+        return ex_send_error(ex, 414);
+    ex_local_head(ex, ex->route->redirect_status, 0);
+    sbuf_append_header(&ex->resp_head, STR_LIT("Location"), str_make(location, (size_t)n));
+    sbuf_append(&ex->resp_head, "\r\n", 2);
+    return ex_send_local(ex, ex->route->redirect_status);
+}
+
+static enum ex_step ex_local_step(struct exchange *ex)
+{
+    struct client *c = ex->c;
+    enum pump_status s = pump_run(&ex->resp_pump, &c->in, c->io.fd, &c->readable, c->io.fd, &c->writable);
+    if (s == PUMP_DONE)
+        return ex_finish(ex, false);
+    if (s != PUMP_BLOCKED)
+        return ex_abort_client(ex);
+    ex_arm_client_timer(ex, ex->cfg->limits.send_timeout_ms);
+    return EX_WAIT;
+}
+
+/* --- upstream connection ---------------------------------------------------------------------- */
+
+static void ex_on_up_timer(struct loop_timer *t);
+
+static enum ex_step ex_connect(struct exchange *ex, bool fresh)
+{
+    const struct conf_upstream *up = ex->route->upstream;
+    if (ex->server < 0) {
+        uint64_t key = up->balance == BALANCE_HASH ? balance_request_hash(up, &ex->req, &ex->c->peer.sa) : 0;
+        ex->server = balance_pick(&ex->wu->bal, key, ex->tried);
+        if (ex->server < 0)
+            return ex_send_error(ex, 502);
+        balance_begin(&ex->wu->bal, ex->server);
+    }
+    ex->attempts++;
+    ex->tried[ex->server] = true;
+    struct upstream_pool *pool = &ex->wu->pools[ex->server];
+    struct upstream_conn *uc = fresh ? NULL : upstream_pool_take(pool);
+    ex->reused = uc != NULL;
+    if (!uc && !(uc = upstream_connect(pool))) {
+        log_warn("upstream %s server %s: connect failed: %s", up->name, ex_server(ex)->address, strerror(errno));
+        return ex_send_error(ex, 502);
+    }
+    uc->ex = ex;
+    ex->uc = uc;
+    ex->t_upstream = loop_now(ex->w->loop);
+    if (ex->reused) {
+        uc->writable = true;
+        ex->state = EX_WAIT_HEAD;
+        return EX_AGAIN;
+    }
+    loop_timer_after(ex->w->loop, &ex->up_timer, up->connect_timeout_ms);
+    ex->state = EX_CONNECT;
+    return EX_WAIT;
+}
+
+/* Rewinds what was sent upstream so the request can be sent again on another connection. */
+static void ex_rewind_request(struct exchange *ex)
+{
+    ex->req_pump.prefix_off = 0;
+    ex->req_pump.bytes_out = 0;
+    ex->req_done = false;
+    if (ex->uc) {
+        upstream_close(ex->uc);
+        ex->uc = NULL;
+    }
+}
+
+/* The upstream failed before the response head: retry when that is safe, else answer STATUS. */
+static enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why)
+{
+    const struct conf_upstream *up = ex->route->upstream;
+    bool nothing_streamed = ex->req_pump.in_kind == H1_BODY_NONE;
+    log_info("upstream %s server %s: %s", up->name, ex_server(ex)->address, why);
+    if (ex->reused && !ex->retried_reused && nothing_streamed && http_method_is_idempotent(ex->req.method_id)) {
+        /* The server may have closed a pooled connection just as we reused it: one fresh try. */
+        ex->retried_reused = true;
+        ex_rewind_request(ex);
+        return ex_connect(ex, true);
+    }
+    if (!ex->reused && ex->uc && !ex->uc->connected && ex->attempts < EX_MAX_CONNECT_ATTEMPTS &&
+        ex->req_pump.bytes_out == 0) {
+        /* Nothing reached that server: trying another one is safe for any method. */
+        ex_rewind_request(ex);
+        balance_end(&ex->wu->bal, ex->server);
+        ex->server = -1;
+        return ex_connect(ex, false);
+    }
+    ex_rewind_request(ex);
+    return ex_send_error(ex, status);
+}
+
+static enum ex_step ex_connect_step(struct exchange *ex)
+{
+    struct upstream_conn *uc = ex->uc;
+    if (!uc->writable)
+        return EX_WAIT;
+    int err = sock_error(uc->io.fd);
+    if (err)
+        return ex_upstream_failed(ex, 502, strerror(err));
+    uc->connected = true;
+    ex->state = EX_WAIT_HEAD;
+    return EX_AGAIN;
+}
+
+/* --- request forwarding and response head ------------------------------------------------------ */
+
+/* Writes pending interim heads (100 Continue, 103) to the client before the final response. */
+static enum ex_step ex_flush_interim(struct exchange *ex)
+{
+    struct client *c = ex->c;
+    while (ex->resp_head_off < ex->resp_head.len && c->writable) {
+        ssize_t w = write(c->io.fd, ex->resp_head.p + ex->resp_head_off, ex->resp_head.len - ex->resp_head_off);
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->writable = false;
+            break;
+        }
+        if (w <= 0)
+            return ex_abort_client(ex);
+        ex->resp_head_off += (uint32_t)w;
+    }
+    return EX_WAIT;
+}
+
+static enum ex_step ex_check_body_limit(struct exchange *ex)
+{
+    uint64_t max = ex->cfg->limits.max_body_bytes;
+    uint64_t body = ex->req_pump.bytes_out > ex->up_head.len ? ex->req_pump.bytes_out - ex->up_head.len : 0;
+    if (!max || body <= max)
+        return EX_AGAIN;
+    ex->client_close = true;
+    ex_rewind_request(ex);
+    return ex_send_error(ex, 413);
+}
+
+static enum ex_step ex_pump_request(struct exchange *ex)
+{
+    struct client *c = ex->c;
+    if (ex->req_done)
+        return EX_AGAIN;
+    uint64_t before = ex->req_pump.bytes_out;
+    enum pump_status s = pump_run(&ex->req_pump, &c->in, c->io.fd, &c->readable, ex->uc->io.fd, &ex->uc->writable);
+    if (ex->req_pump.bytes_out != before && !ex->resp_started)
+        ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
+    if (s == PUMP_DONE) {
+        ex->req_done = true;
+        if (ex->state == EX_WAIT_HEAD)
+            loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->response_timeout_ms);
+        return ex_check_body_limit(ex);
+    }
+    if (s == PUMP_SRC_ERROR && !ex->resp_started) {
+        ex_rewind_request(ex);
+        return ex_send_error(ex, 400); /* malformed chunked body */
+    }
+    if (s == PUMP_SRC_EOF || s == PUMP_SRC_ERROR || s == PUMP_NO_MEMORY)
+        return ex_abort_client(ex);
+    if (s == PUMP_DST_ERROR && ex->state == EX_WAIT_HEAD)
+        return ex_upstream_failed(ex, 502, "write failed");
+    if (s == PUMP_DST_ERROR) {
+        ex->client_close = true; /* the server stopped reading: finish the response, then close */
+        ex->req_done = true;
+        return EX_AGAIN;
+    }
+    return ex_check_body_limit(ex);
+}
+
+static enum ex_step ex_begin_response(struct exchange *ex);
+
+/* Reads and parses the response head; forwards 1xx interim responses (RFC 9110 §15.2). */
+static enum ex_step ex_read_head(struct exchange *ex)
+{
+    struct upstream_conn *uc = ex->uc;
+    const struct conf_limits *lim = &ex->cfg->limits;
+    struct h1_limits hl = { lim->max_header_bytes, lim->max_header_bytes, lim->max_headers };
+    if (!uc->in && !(uc->in = buf_get()))
+        return ex_abort_client(ex);
+    for (;;) {
+        if (buf_len(uc->in)) {
+            ex->resp.headers = ex->resp_hdrs;
+            ex->resp.max_headers = lim->max_headers;
+            int r = h1_parse_response(buf_rptr(uc->in), buf_len(uc->in), &hl, &ex->resp);
+            if (r < 0) {
+                log_warn("upstream %s server %s: malformed response head", ex->route->upstream->name, ex_server(ex)->address);
+                ex_rewind_request(ex);
+                return ex_send_error(ex, 502);
+            }
+            if (r > 0)
+                return ex_begin_response(ex);
+        }
+        if (!uc->readable)
+            return EX_WAIT;
+        if (buf_space(uc->in) == 0)
+            return ex_upstream_failed(ex, 502, "response head too large");
+        ssize_t n = read(uc->io.fd, buf_wptr(uc->in), buf_space(uc->in));
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            uc->readable = false;
+            return EX_WAIT;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return buf_len(uc->in) ? ex_upstream_failed(ex, 502, "truncated response head")
+                                   : ex_upstream_failed(ex, 502, n ? strerror(errno) : "closed before responding");
+        uc->in->wpos += (uint32_t)n;
+    }
+}
+
+static enum ex_step ex_wait_head_step(struct exchange *ex)
+{
+    enum ex_step st = ex_pump_request(ex);
+    if (st == EX_GONE || ex->state != EX_WAIT_HEAD)
+        return st == EX_GONE ? EX_GONE : EX_AGAIN;
+    st = ex_read_head(ex);
+    if (st != EX_WAIT || ex->state != EX_WAIT_HEAD)
+        return st == EX_GONE ? EX_GONE : EX_AGAIN;
+    return ex_flush_interim(ex);
+}
+
+/* --- response ---------------------------------------------------------------------------------- */
+
+static enum ex_step ex_interim(struct exchange *ex)
+{
+    if (ex->req.version_minor >= 1) {
+        struct hdr_response_ctx rc = { .fwd = &ex->cfg->forwarding, .framing = HDR_FRAME_NONE };
+        hdr_build_response(&ex->resp_head, &ex->resp, &rc);
+    }
+    buf_consume(ex->uc->in, ex->resp.head_len);
+    return EX_AGAIN;
+}
+
+static enum ex_step ex_start_tunnel(struct exchange *ex)
+{
+    struct hdr_response_ctx rc = { .fwd = &ex->cfg->forwarding, .ops = &ex->route->response_headers,
+                                   .framing = HDR_FRAME_NONE, .tunnel = true };
+    hdr_build_response(&ex->resp_head, &ex->resp, &rc);
+    buf_consume(ex->uc->in, ex->resp.head_len);
+    ex->status = 101;
+    ex->resp_started = true;
+    ex->client_close = true;
+    loop_timer_stop(ex->w->loop, &ex->up_timer);
+    pump_init(&ex->resp_pump, H1_BODY_CLOSE, 0, false, &ex->resp_head);
+    ex->resp_pump.prefix_off = ex->resp_head_off;
+    pump_init(&ex->req_pump, H1_BODY_CLOSE, 0, false, NULL);
+    ex->req_done = false;
+    ex->state = EX_TUNNEL;
+    return EX_AGAIN;
+}
+
+static enum hdr_framing ex_client_framing(const struct exchange *ex, enum h1_body_kind kind)
+{
+    if (kind == H1_BODY_NONE)
+        return HDR_FRAME_BODYLESS;
+    if (kind == H1_BODY_LENGTH)
+        return HDR_FRAME_LENGTH;
+    return ex->req.version_minor >= 1 ? HDR_FRAME_CHUNKED : HDR_FRAME_CLOSE;
+}
+
+static enum ex_step ex_begin_response(struct exchange *ex)
+{
+    struct http_msg *resp = &ex->resp;
+    if (resp->status == 101)
+        return ex->tunnel_requested ? ex_start_tunnel(ex) : ex_upstream_failed(ex, 502, "unexpected 101");
+    if (resp->status < 200)
+        return ex_interim(ex);
+    enum h1_body_kind kind = h1_response_body_kind(resp, ex->req.method_id);
+    enum hdr_framing framing = ex_client_framing(ex, kind);
+    if (framing == HDR_FRAME_CLOSE || ex->w->draining)
+        ex->client_close = true;
+    struct hdr_response_ctx rc = {
+        .fwd = &ex->cfg->forwarding, .ops = &ex->route->response_headers, .framing = framing,
+        .length = kind == H1_BODY_LENGTH ? (uint64_t)resp->content_length : 0,
+        .close = ex->client_close, .keep_alive_10 = ex->req.version_minor == 0,
+    };
+    hdr_build_response(&ex->resp_head, resp, &rc);
+    ex->status = resp->status;
+    ex->resp_started = true;
+    ex->upstream_ms = (int64_t)(loop_now(ex->w->loop) - ex->t_upstream);
+    bool upstream_close = resp->conn_close;
+    buf_consume(ex->uc->in, resp->head_len);
+    pump_init(&ex->resp_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)resp->content_length : 0,
+              framing == HDR_FRAME_CHUNKED, &ex->resp_head);
+    ex->resp_pump.prefix_off = ex->resp_head_off;
+    if (upstream_close)
+        ex->uc->uses = UINT32_MAX; /* marker: do not pool */
+    loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->idle_timeout_ms);
+    ex->state = EX_BODY;
+    return EX_AGAIN;
+}
+
+static enum ex_step ex_body_step(struct exchange *ex)
+{
+    struct client *c = ex->c;
+    struct upstream_conn *uc = ex->uc;
+    enum ex_step st = ex_pump_request(ex);
+    if (st == EX_GONE)
+        return EX_GONE;
+    uint64_t before = ex->resp_pump.bytes_out;
+    enum pump_status s = pump_run(&ex->resp_pump, &uc->in, uc->io.fd, &uc->readable, c->io.fd, &c->writable);
+    if (ex->resp_pump.bytes_out != before) {
+        loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->idle_timeout_ms);
+        ex_arm_client_timer(ex, ex->cfg->limits.send_timeout_ms);
+    }
+    if (s == PUMP_DONE) {
+        bool reusable = ex->resp_pump.in_kind != H1_BODY_CLOSE && ex->req_done && uc->uses != UINT32_MAX;
+        if (!ex->req_done)
+            ex->client_close = true; /* the rest of the request body is still on the wire */
+        return ex_finish(ex, reusable);
+    }
+    if (s == PUMP_SRC_EOF || s == PUMP_SRC_ERROR)
+        log_warn("upstream %s server %s: response body %s", ex->route->upstream->name, ex_server(ex)->address,
+                 s == PUMP_SRC_EOF ? "truncated" : "malformed");
+    if (s != PUMP_BLOCKED)
+        return ex_abort_client(ex); /* the head is out: closing is the only way to say it failed */
+    return EX_WAIT;
+}
+
+/* --- tunnel (after 101) ------------------------------------------------------------------------ */
+
+static enum ex_step ex_tunnel_step(struct exchange *ex)
+{
+    struct client *c = ex->c;
+    struct upstream_conn *uc = ex->uc;
+    uint64_t before = ex->req_pump.bytes_out + ex->resp_pump.bytes_out;
+    enum pump_status up = PUMP_DONE, down;
+    if (!ex->req_done) {
+        up = pump_run(&ex->req_pump, &c->in, c->io.fd, &c->readable, uc->io.fd, &uc->writable);
+        if (up == PUMP_DONE) {
+            ex->req_done = true;
+            shutdown(uc->io.fd, SHUT_WR);
+        }
+    }
+    down = pump_run(&ex->resp_pump, &uc->in, uc->io.fd, &uc->readable, c->io.fd, &c->writable);
+    if (up > PUMP_DONE || down > PUMP_DONE)
+        return ex_abort_client(ex);
+    if (down == PUMP_DONE) {
+        if (!ex->req_done)
+            shutdown(c->io.fd, SHUT_WR);
+        if (ex->req_done)
+            return ex_finish(ex, false);
+    }
+    if (ex->req_pump.bytes_out + ex->resp_pump.bytes_out != before)
+        ex_arm_client_timer(ex, ex->cfg->limits.tunnel_timeout_ms);
+    return EX_WAIT;
+}
+
+/* --- driving ------------------------------------------------------------------------------------ */
+
+static enum ex_step ex_run_state(struct exchange *ex)
+{
+    switch (ex->state) {
+    case EX_LOCAL: return ex_local_step(ex);
+    case EX_CONNECT: return ex_connect_step(ex);
+    case EX_WAIT_HEAD: return ex_wait_head_step(ex);
+    case EX_BODY: return ex_body_step(ex);
+    case EX_TUNNEL: return ex_tunnel_step(ex);
+    }
+    return EX_WAIT;
+}
+
+static void ex_run(struct exchange *ex)
+{
+    for (int guard = 0; guard < 64; guard++) {
+        enum ex_step st = ex_run_state(ex);
+        if (st != EX_AGAIN)
+            return;
+    }
+    /* A state machine that keeps saying "again" would spin: re-enter on the next batch. */
+    loop_defer(ex->w->loop, &ex->c->task);
+}
+
+static void ex_on_upstream_event(struct upstream_conn *uc, uint32_t events)
+{
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        uc->readable = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        uc->writable = true;
+    ex_run(uc->ex);
+}
+
+static void ex_on_up_timer(struct loop_timer *t)
+{
+    struct exchange *ex = container_of(t, struct exchange, up_timer);
+    enum ex_step st;
+    if (ex->state == EX_CONNECT)
+        st = ex_upstream_failed(ex, 504, "connect timed out");
+    else if (ex->state == EX_WAIT_HEAD && ex->req_done)
+        st = (ex_rewind_request(ex), ex_send_error(ex, 504));
+    else if (ex->state == EX_WAIT_HEAD || ex->state == EX_BODY) {
+        log_info("upstream %s server %s: idle timeout", ex->route->upstream->name, ex_server(ex)->address);
+        st = ex->resp_started ? ex_abort_client(ex) : (ex_rewind_request(ex), ex_send_error(ex, 504));
+    } else
+        return;
+    if (st == EX_AGAIN)
+        ex_run(ex);
+}
+
+void exchange_on_client_event(struct exchange *ex, uint32_t events)
+{
+    if (events & EPOLLERR) {
+        ex_abort_client(ex);
+        return;
+    }
+    ex_run(ex);
+}
+
+void exchange_on_client_timeout(struct exchange *ex)
+{
+    if (ex->state == EX_WAIT_HEAD && !ex->req_done && !ex->resp_started) {
+        ex_rewind_request(ex);
+        ex->client_close = true;
+        if (ex_send_error(ex, 408) == EX_AGAIN)
+            ex_run(ex);
+        return;
+    }
+    ex->status = ex->status ? ex->status : 408;
+    ex_abort_client(ex);
+}
+
+/* --- start -------------------------------------------------------------------------------------- */
+
+static struct exchange *ex_new(struct client *c)
+{
+    struct worker *w = c->w;
+    struct exchange *ex = calloc(1, sizeof *ex);
+    if (!ex)
+        return NULL;
+    ex->c = c;
+    ex->w = w;
+    ex->cfg = config_ref(w->cfg);
+    ex->server = -1;
+    ex->upstream_ms = -1;
+    ex->t_start = loop_now(w->loop);
+    ex->up_timer.on_fire = ex_on_up_timer;
+    sock_format_ip(&c->peer.sa, ex->client_ip, sizeof ex->client_ip);
+    c->ex = ex;
+    upstream_on_lent_event = ex_on_upstream_event;
+    return ex;
+}
+
+/* Copies the head out of the client buffer so the buffer can stream the body. */
+static int ex_adopt_head(struct exchange *ex, struct http_msg *req)
+{
+    struct client *c = ex->c;
+    const char *base = buf_rptr(c->in);
+    ex->req_raw = malloc(req->head_len);
+    ex->req = *req;
+    ex->req.headers = malloc(sizeof *req->headers * (req->n_headers ? req->n_headers : 1));
+    if (!ex->req_raw || !ex->req.headers)
+        return -1;
+    memcpy(ex->req_raw, base, req->head_len);
+#define EX_REBASE(s) ((s).p = (s).p ? ex->req_raw + ((s).p - base) : NULL)
+    EX_REBASE(ex->req.method);
+    EX_REBASE(ex->req.target);
+    EX_REBASE(ex->req.path);
+    EX_REBASE(ex->req.host);
+    EX_REBASE(ex->req.upgrade);
+    for (uint32_t i = 0; i < req->n_headers; i++) {
+        ex->req.headers[i] = req->headers[i];
+        EX_REBASE(ex->req.headers[i].name);
+        EX_REBASE(ex->req.headers[i].value);
+    }
+#undef EX_REBASE
+    buf_consume(c->in, req->head_len);
+    return 0;
+}
+
+static enum ex_step ex_forward(struct exchange *ex)
+{
+    const struct conf_route *r = ex->route;
+    struct http_msg *req = &ex->req;
+    enum h1_body_kind kind = h1_request_body_kind(req);
+    uint64_t max = ex->cfg->limits.max_body_bytes;
+    if (max && kind == H1_BODY_LENGTH && (uint64_t)req->content_length > max) {
+        ex->client_close = true;
+        return ex_send_error(ex, 413);
+    }
+    char *path = malloc(req->path.n + 2);
+    int plen = path ? route_upstream_path(r, req->path, path, req->path.n + 2) : -1;
+    ex->wu = &ex->w->ups[r->upstream->index];
+    ex->tried = calloc(r->upstream->n_servers, sizeof *ex->tried);
+    if (plen < 0 || !ex->tried) {
+        free(path);
+        return ex_send_error(ex, 500);
+    }
+    ex->tunnel_requested = req->conn_upgrade && req->upgrade.n;
+    struct hdr_request_ctx rc = {
+        .fwd = &ex->cfg->forwarding, .ops = &r->request_headers, .path = str_make(path, (size_t)plen),
+        .client_ip = str_make(ex->client_ip, strlen(ex->client_ip)),
+        .client_ipv6 = ex->c->peer.sa.sa_family == AF_INET6, .scheme = "http",
+        .fallback_host = str_make(r->upstream->servers[0].address, strlen(r->upstream->servers[0].address)),
+        .tunnel = ex->tunnel_requested,
+        .framing = kind == H1_BODY_CHUNKED ? HDR_FRAME_CHUNKED : kind == H1_BODY_LENGTH ? HDR_FRAME_LENGTH : HDR_FRAME_NONE,
+        .length = kind == H1_BODY_LENGTH ? (uint64_t)req->content_length : 0,
+    };
+    hdr_build_request(&ex->up_head, req, &rc);
+    free(path);
+    ex->resp_hdrs = malloc(sizeof *ex->resp_hdrs * ex->cfg->limits.max_headers);
+    if (ex->up_head.failed || !ex->resp_hdrs)
+        return ex_send_error(ex, 500);
+    pump_init(&ex->req_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)req->content_length : 0,
+              kind == H1_BODY_CHUNKED, &ex->up_head);
+    if (req->expect_continue && kind != H1_BODY_NONE && req->version_minor >= 1)
+        sbuf_append(&ex->resp_head, ex_continue_line, sizeof ex_continue_line - 1);
+    if (kind != H1_BODY_NONE)
+        ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
+    else
+        loop_timer_stop(ex->w->loop, &ex->c->timer);
+    return ex_connect(ex, false);
+}
+
+static enum ex_step ex_dispatch(struct exchange *ex)
+{
+    if (ex->req.conn_close || ex->w->draining)
+        ex->client_close = true;
+    ex->route = route_match(ex->cfg, &ex->req);
+    if (!ex->route)
+        return ex_send_error(ex, 404);
+    switch (ex->route->action) {
+    case ROUTE_RESPOND: return ex_respond_route(ex);
+    case ROUTE_REDIRECT: return ex_redirect_route(ex);
+    case ROUTE_UPSTREAM: return ex_forward(ex);
+    }
+    return ex_send_error(ex, 500);
+}
+
+void exchange_start(struct client *c, struct http_msg *req)
+{
+    struct exchange *ex = ex_new(c);
+    if (!ex) {
+        client_close(c);
+        return;
+    }
+    if (ex_adopt_head(ex, req) < 0) {
+        client_close(c);
+        return;
+    }
+    if (ex_dispatch(ex) == EX_AGAIN)
+        ex_run(ex);
+}
+
+void exchange_reject(struct client *c, int status)
+{
+    struct exchange *ex = ex_new(c);
+    if (!ex) {
+        client_close(c);
+        return;
+    }
+    ex->req.version_minor = 1;
+    ex->client_close = true;
+    if (ex_send_error(ex, status) == EX_AGAIN)
+        ex_run(ex);
+}

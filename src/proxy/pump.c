@@ -1,0 +1,194 @@
+#include "proxy/pump.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static const char pump_terminator[] = "0\r\n\r\n";
+#define PUMP_TERM_LEN 5
+
+void pump_init(struct pump *p, enum h1_body_kind kind, uint64_t length, bool out_chunked,
+               struct sbuf *prefix)
+{
+    memset(p, 0, sizeof *p);
+    p->in_kind = kind;
+    p->in_left = length;
+    p->out_chunked = out_chunked && kind != H1_BODY_NONE;
+    p->in_done = kind == H1_BODY_NONE || (kind == H1_BODY_LENGTH && length == 0);
+    p->prefix = prefix;
+}
+
+bool pump_finished(const struct pump *p)
+{
+    bool prefix_done = !p->prefix || p->prefix_off == p->prefix->len;
+    bool term_done = !p->out_chunked || p->term_sent == PUMP_TERM_LEN;
+    return prefix_done && p->in_done && p->ready == 0 && p->seg_len == 0 && term_done;
+}
+
+/* Turns bytes read but not yet examined into ready body bytes, per the source framing. */
+static int pump_take(struct pump *p, struct buf *b)
+{
+    uint32_t fresh = buf_len(b) - p->ready;
+    if (p->in_done || fresh == 0)
+        return 0;
+    if (p->in_kind == H1_BODY_LENGTH) {
+        uint32_t take = fresh < p->in_left ? fresh : (uint32_t)p->in_left;
+        p->ready += take;
+        p->in_left -= take;
+        p->in_done = p->in_left == 0;
+        return 0;
+    }
+    if (p->in_kind == H1_BODY_CLOSE) {
+        p->ready += fresh;
+        return 0;
+    }
+    /* chunked: decode in place, then close the gap left by the framing bytes */
+    char *start = buf_rptr(b) + p->ready;
+    size_t consumed, produced;
+    int r = h1_chunked_decode(&p->dec, start, fresh, &consumed, &produced);
+    if (r < 0)
+        return -1;
+    memmove(start + produced, start + consumed, fresh - consumed);
+    b->wpos -= (uint32_t)(consumed - produced);
+    p->ready += (uint32_t)produced;
+    p->in_done = r == 1;
+    return 0;
+}
+
+/* Builds the iovec of what is due next; returns the count. */
+static int pump_iov(struct pump *p, struct buf *b, struct iovec *iov)
+{
+    int n = 0;
+    if (p->prefix && p->prefix_off < p->prefix->len)
+        iov[n++] = (struct iovec){ p->prefix->p + p->prefix_off, p->prefix->len - p->prefix_off };
+    if (!p->out_chunked) {
+        if (p->ready)
+            iov[n++] = (struct iovec){ buf_rptr(b), p->ready };
+        return n;
+    }
+    if (p->seg_len == 0 && p->ready) {
+        p->seg_len = p->ready;
+        p->seg_sent = 0;
+        p->seg_hdr_len = (uint8_t)h1_chunk_header(p->seg_hdr, p->seg_len);
+    }
+    if (p->seg_len) {
+        uint32_t off = p->seg_sent;
+        if (off < p->seg_hdr_len)
+            iov[n++] = (struct iovec){ p->seg_hdr + off, p->seg_hdr_len - off };
+        uint32_t data_off = off > p->seg_hdr_len ? off - p->seg_hdr_len : 0;
+        if (data_off < p->seg_len)
+            iov[n++] = (struct iovec){ buf_rptr(b) + data_off, p->seg_len - data_off };
+        uint32_t crlf_off = off > p->seg_hdr_len + p->seg_len ? off - p->seg_hdr_len - p->seg_len : 0;
+        iov[n++] = (struct iovec){ (char *)"\r\n" + crlf_off, 2 - crlf_off };
+    }
+    if (p->in_done && p->ready == p->seg_len && p->term_sent < PUMP_TERM_LEN)
+        iov[n++] = (struct iovec){ (char *)pump_terminator + p->term_sent, PUMP_TERM_LEN - p->term_sent };
+    return n;
+}
+
+/* Accounts N written bytes against prefix, segment and terminator, in that order. */
+static void pump_advance(struct pump *p, struct buf *b, size_t n)
+{
+    p->bytes_out += n;
+    if (p->prefix && p->prefix_off < p->prefix->len) {
+        size_t k = p->prefix->len - p->prefix_off;
+        k = n < k ? n : k;
+        p->prefix_off += (uint32_t)k;
+        n -= k;
+    }
+    if (!p->out_chunked) {
+        p->ready -= (uint32_t)n;
+        buf_consume(b, (uint32_t)n);
+        return;
+    }
+    if (p->seg_len) {
+        uint32_t total = p->seg_hdr_len + p->seg_len + 2;
+        size_t k = total - p->seg_sent;
+        k = n < k ? n : k;
+        p->seg_sent += (uint32_t)k;
+        n -= k;
+        if (p->seg_sent == total) {
+            buf_consume(b, p->seg_len);
+            p->ready -= p->seg_len;
+            p->seg_len = 0;
+        }
+    }
+    p->term_sent += (uint8_t)n;
+}
+
+static enum pump_status pump_write(struct pump *p, struct buf *b, int fd, bool *writable, bool *progress)
+{
+    struct iovec iov[6];
+    while (*writable) {
+        int n = pump_iov(p, b, iov);
+        if (n == 0)
+            return PUMP_BLOCKED;
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                *writable = false;
+                return PUMP_BLOCKED;
+            }
+            if (errno == EINTR)
+                continue;
+            return PUMP_DST_ERROR;
+        }
+        pump_advance(p, b, (size_t)w);
+        *progress = true;
+    }
+    return PUMP_BLOCKED;
+}
+
+static enum pump_status pump_read(struct pump *p, struct buf *b, int fd, bool *readable, bool *progress)
+{
+    if (p->in_done || !*readable)
+        return PUMP_BLOCKED;
+    if (buf_space(b) < BUF_SIZE / 4 && b->rpos > 0)
+        buf_compact(b);
+    if (buf_space(b) == 0)
+        return PUMP_BLOCKED;
+    ssize_t r = read(fd, buf_wptr(b), buf_space(b));
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            *readable = false;
+            return PUMP_BLOCKED;
+        }
+        return errno == EINTR ? PUMP_BLOCKED : PUMP_SRC_ERROR;
+    }
+    if (r == 0) {
+        *readable = false;
+        p->src_eof = true;
+        if (p->in_kind != H1_BODY_CLOSE)
+            return PUMP_SRC_EOF;
+        p->in_done = true;
+        return PUMP_BLOCKED;
+    }
+    b->wpos += (uint32_t)r;
+    p->bytes_in += (uint64_t)r;
+    *progress = true;
+    return PUMP_BLOCKED;
+}
+
+enum pump_status pump_run(struct pump *p, struct buf **bufp, int src_fd, bool *src_readable,
+                          int dst_fd, bool *dst_writable)
+{
+    if (!*bufp && !(*bufp = buf_get()))
+        return PUMP_NO_MEMORY;
+    struct buf *b = *bufp;
+    for (;;) {
+        bool progress = false;
+        if (pump_take(p, b) < 0)
+            return PUMP_SRC_ERROR;
+        enum pump_status s = pump_write(p, b, dst_fd, dst_writable, &progress);
+        if (s != PUMP_BLOCKED)
+            return s;
+        if (pump_finished(p))
+            return PUMP_DONE;
+        s = pump_read(p, b, src_fd, src_readable, &progress);
+        if (s != PUMP_BLOCKED)
+            return s;
+        if (!progress)
+            return PUMP_BLOCKED;
+    }
+}

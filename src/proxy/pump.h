@@ -1,0 +1,64 @@
+/* pump: moves one message body (or a tunnel's bytes) from a source socket through one bounded
+ * buffer to a destination socket, re-framing it on the way (RFC 9112 §6, §7.1).
+ *
+ * Backpressure is structural: the pump reads only while its buffer has room, and the buffer is
+ * emptied only by writing. Readiness is edge-triggered, so the caller keeps `readable` and
+ * `writable` flags that the pump clears on EAGAIN and the event handler sets again. */
+#ifndef PORTERO_PROXY_PUMP_H
+#define PORTERO_PROXY_PUMP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/sbuf.h"
+#include "http/h1.h"
+
+enum pump_status {
+    PUMP_BLOCKED,    /* waiting for readiness */
+    PUMP_DONE,       /* body complete and fully written */
+    PUMP_SRC_EOF,    /* source closed before the body was complete */
+    PUMP_SRC_ERROR,  /* read error, or malformed chunked framing */
+    PUMP_DST_ERROR,  /* write error (peer gone) */
+    PUMP_NO_MEMORY
+};
+
+struct pump_end {
+    int fd;
+    bool *readable;      /* source side flag */
+    bool *writable;      /* destination side flag */
+};
+
+struct pump {
+    enum h1_body_kind in_kind;  /* NONE, LENGTH, CHUNKED or CLOSE (CLOSE also = tunnel) */
+    uint64_t in_left;           /* LENGTH: body bytes not yet taken from the source */
+    struct h1_chunked dec;
+    bool out_chunked;           /* frame what we write as chunked */
+    bool in_done;               /* every body byte is in the buffer (or sent) */
+    bool src_eof;               /* the source said EOF (tunnels) */
+    uint32_t ready;             /* decoded body bytes at the buffer's read position */
+    uint32_t seg_len;           /* chunked out: data bytes of the chunk being written */
+    uint32_t seg_sent;          /* chunked out: bytes of [size line][data][CRLF] written */
+    uint8_t seg_hdr_len;
+    char seg_hdr[20];
+    uint8_t term_sent;          /* chunked out: bytes of "0\r\n\r\n" written */
+    struct sbuf *prefix;        /* optional head to write before the body, not owned */
+    uint32_t prefix_off;
+    uint64_t bytes_in;          /* bytes read from the source */
+    uint64_t bytes_out;         /* bytes written to the destination (prefix included) */
+};
+
+/* Prepares P for a body of KIND (LENGTH uses LENGTH bytes). PREFIX, if not NULL, is written first. */
+void pump_init(struct pump *p, enum h1_body_kind kind, uint64_t length, bool out_chunked,
+               struct sbuf *prefix);
+
+/* Makes as much progress as readiness allows. *BUF is the source-side buffer: it may hold bytes
+ * already read (the start of the body, and bytes past its end which the pump leaves alone); the
+ * pump takes one from buf_get() if *BUF is NULL. Returns why it stopped. */
+enum pump_status pump_run(struct pump *p, struct buf **buf, int src_fd, bool *src_readable,
+                          int dst_fd, bool *dst_writable);
+
+/* True once everything the pump must write has been written. */
+bool pump_finished(const struct pump *p);
+
+#endif

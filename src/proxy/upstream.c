@@ -1,0 +1,129 @@
+#include "proxy/upstream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/sock.h"
+
+void (*upstream_on_lent_event)(struct upstream_conn *uc, uint32_t events);
+
+static void upstream_free_task(struct loop_task *task)
+{
+    struct upstream_conn *uc = container_of(task, struct upstream_conn, free_task);
+    buf_put(uc->in);
+    free(uc);
+}
+
+static void upstream_unlink_idle(struct upstream_conn *uc)
+{
+    struct upstream_pool *pool = uc->pool;
+    if (uc->prev)
+        uc->prev->next = uc->next;
+    else
+        pool->idle = uc->next;
+    if (uc->next)
+        uc->next->prev = uc->prev;
+    uc->next = uc->prev = NULL;
+    pool->n_idle--;
+}
+
+void upstream_close(struct upstream_conn *uc)
+{
+    if (uc->closed)
+        return;
+    struct upstream_pool *pool = uc->pool;
+    if (!uc->ex)
+        upstream_unlink_idle(uc);
+    uc->closed = true;
+    pool->n_open--;
+    loop_timer_stop(pool->loop, &uc->idle_timer);
+    loop_del(pool->loop, &uc->io);
+    close(uc->io.fd);
+    uc->free_task.run = upstream_free_task;
+    loop_defer(pool->loop, &uc->free_task);
+}
+
+/* An idle connection that becomes readable was closed by the server (or sent junk): drop it. */
+static void upstream_on_event(struct loop_io *io, uint32_t events)
+{
+    struct upstream_conn *uc = container_of(io, struct upstream_conn, io);
+    if (uc->closed)
+        return;
+    if (uc->ex) {
+        upstream_on_lent_event(uc, events);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        upstream_close(uc);
+}
+
+static void upstream_on_idle_timeout(struct loop_timer *t)
+{
+    upstream_close(container_of(t, struct upstream_conn, idle_timer));
+}
+
+struct upstream_conn *upstream_pool_take(struct upstream_pool *pool)
+{
+    struct upstream_conn *uc = pool->idle;
+    if (!uc)
+        return NULL;
+    upstream_unlink_idle(uc);
+    loop_timer_stop(pool->loop, &uc->idle_timer);
+    uc->readable = true; /* a read will tell EAGAIN or EOF; edge events may have been consumed */
+    return uc;
+}
+
+struct upstream_conn *upstream_connect(struct upstream_pool *pool)
+{
+    int fd = sock_connect((const struct sockaddr *)&pool->server->addr, pool->server->addr_len);
+    if (fd < 0)
+        return NULL;
+    struct upstream_conn *uc = calloc(1, sizeof *uc);
+    if (!uc) {
+        close(fd);
+        errno = ENOMEM;
+        return NULL;
+    }
+    uc->io.fd = fd;
+    uc->io.on_event = upstream_on_event;
+    uc->idle_timer.on_fire = upstream_on_idle_timeout;
+    uc->pool = pool;
+    if (loop_add(pool->loop, &uc->io) < 0) {
+        int saved = errno;
+        close(fd);
+        free(uc);
+        errno = saved;
+        return NULL;
+    }
+    pool->n_open++;
+    return uc;
+}
+
+void upstream_release(struct upstream_conn *uc, bool reusable)
+{
+    struct upstream_pool *pool = uc->pool;
+    uc->ex = NULL;
+    if (!reusable || (uc->in && buf_len(uc->in)) || pool->n_idle >= pool->up->keepalive_max_idle) {
+        upstream_close(uc);
+        return;
+    }
+    buf_put(uc->in);
+    uc->in = NULL;
+    uc->uses++;
+    uc->next = pool->idle;
+    uc->prev = NULL;
+    if (pool->idle)
+        pool->idle->prev = uc;
+    pool->idle = uc;
+    pool->n_idle++;
+    loop_timer_after(pool->loop, &uc->idle_timer, pool->up->keepalive_idle_timeout_ms);
+}
+
+void upstream_pool_close_idle(struct upstream_pool *pool)
+{
+    while (pool->idle)
+        upstream_close(pool->idle);
+}

@@ -1,0 +1,57 @@
+/* upstream: connections to servers and the per-worker keep-alive pool.
+ *
+ * An upstream connection is owned by its worker. It is either lent to one exchange
+ * (`ex != NULL`) or idle in its server's pool, watched for the server closing it, with an idle
+ * deadline. Pools are LIFO so the warmest connection is reused first. */
+#ifndef PORTERO_PROXY_UPSTREAM_H
+#define PORTERO_PROXY_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf/config.h"
+#include "core/buf.h"
+#include "core/loop.h"
+
+struct exchange;
+struct upstream_pool;
+
+struct upstream_conn {
+    struct loop_io io;
+    struct loop_timer idle_timer;     /* pool idle deadline */
+    struct loop_task free_task;       /* frees after the current event batch */
+    struct upstream_pool *pool;       /* the pool it returns to */
+    struct exchange *ex;              /* borrower, NULL when idle */
+    struct upstream_conn *next, *prev;/* pool list links */
+    struct buf *in;                   /* response bytes; released when idle */
+    uint32_t uses;                    /* exchanges served; > 0 means "reused" for the next */
+    bool readable, writable;
+    bool connected;                   /* the TCP handshake completed */
+    bool closed;
+};
+
+/* One pool per (worker, upstream, server). */
+struct upstream_pool {
+    struct loop *loop;
+    const struct conf_upstream *up;   /* borrowed from the worker's snapshot */
+    const struct conf_server *server;
+    struct upstream_conn *idle;       /* LIFO list */
+    uint32_t n_idle;
+    uint32_t n_open;                  /* idle + lent */
+};
+
+/* Lends an idle connection of POOL (NULL if none). */
+struct upstream_conn *upstream_pool_take(struct upstream_pool *pool);
+/* Opens a new connection to POOL's server (connect in progress). NULL with errno on failure. */
+struct upstream_conn *upstream_connect(struct upstream_pool *pool);
+/* Gives UC back to its pool if REUSABLE and the pool has room, else closes it. */
+void upstream_release(struct upstream_conn *uc, bool reusable);
+/* Closes UC now (lent or idle); memory is freed after the current event batch. */
+void upstream_close(struct upstream_conn *uc);
+/* Closes every idle connection of POOL (shutdown). */
+void upstream_pool_close_idle(struct upstream_pool *pool);
+
+/* Set by the exchange module: called for events on a lent connection. */
+extern void (*upstream_on_lent_event)(struct upstream_conn *uc, uint32_t events);
+
+#endif
