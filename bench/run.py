@@ -64,6 +64,10 @@ IDLE_TARGET_KIB = 0.5
 
 # Results above this share of failed or non-2xx requests are flagged invalid.
 MAX_ERROR_SHARE = 0.01
+# Above this share of a benchmark CPU used by other processes, say so.
+NOISY_SHARE = 0.10
+# Niceness of everything the benchmark starts (BENCH_NICE; root may go below 0).
+NICE = 0
 
 
 def log(msg):
@@ -90,6 +94,8 @@ class Procs:
         def pin():
             if cpus is not None:
                 os.sched_setaffinity(0, cpus)
+            if NICE:
+                os.nice(NICE)
 
         try:
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
@@ -199,6 +205,50 @@ def rss_kib(pids):
     return total
 
 
+def cpu_stat(cpu):
+    """(busy, total) clock ticks of one CPU from /proc/stat; steal counts as busy."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:]]
+                # user nice system idle iowait irq softirq steal (guest* are in user)
+                idle = v[3] + v[4]
+                total = sum(v[:8])
+                return total - idle, total
+    return 0, 0
+
+
+class CpuWatch:
+    """Share of each benchmark CPU taken by processes other than ours."""
+
+    def __init__(self, env, cand_pids):
+        self.env, self.cand_pids = env, cand_pids
+        self.back_pids = tree(env.backend.pid)
+        a = env.args
+        self.p0, self.l0 = cpu_stat(a.proxy_cpu), cpu_stat(a.load_cpu)
+        self.c0, self.b0 = cpu_ticks(cand_pids), cpu_ticks(self.back_pids)
+        self.k0 = _children_ticks()
+
+    def stop(self):
+        a = self.env.args
+        p1, l1 = cpu_stat(a.proxy_cpu), cpu_stat(a.load_cpu)
+        cand = cpu_ticks(self.cand_pids) - self.c0
+        ours_load = (cpu_ticks(self.back_pids) - self.b0) + (_children_ticks() - self.k0)
+        res = {"cand_ticks": cand}
+        for key, (b0, t0), (b1, t1), ours in (("other_proxy_cpu", self.p0, p1, cand),
+                                              ("other_load_cpu", self.l0, l1, ours_load)):
+            total = t1 - t0
+            res[key] = max(0.0, ((b1 - b0) - ours) / total) if total > 0 else 0.0
+        res["busy_proxy_cpu_ticks"] = p1[0] - self.p0[0]
+        return res
+
+
+def _children_ticks():
+    """CPU ticks of our waited-for children (wrk) plus this runner itself."""
+    t = os.times()
+    return round((t.children_user + t.children_system + t.user + t.system) * CLK_TCK)
+
+
 # --------------------------------------------------------------------------
 # Networking helpers (127.0.0.1 only).
 
@@ -278,6 +328,7 @@ class Env:
         self.nofile = 20000
         self.user_line = "user root;" if os.geteuid() == 0 else ""
         self.backend_port = None
+        self.backend = None
         self.large_body = None
 
 
@@ -296,6 +347,7 @@ def start_backend(env):
                                     os.path.join(env.tmp, "backend-error.log"),
                                     "-c", conf, "-g", "daemon off;"],
                         env.args.load_cpu, os.path.join(env.tmp, "backend.out"))
+    env.backend = p
     wait_port(env.backend_port, p)
     check_works(env.backend_port, env.large_body)
     return p
@@ -389,9 +441,14 @@ def run_wrk(env, port, path, conns, extra, duration):
     argv = [env.args.wrk, "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
             "--timeout", "5s", *extra, f"http://127.0.0.1:{port}{path}"]
     cpus = {env.args.load_cpu}
+
+    def pin():
+        os.sched_setaffinity(0, cpus)
+        if NICE:
+            os.nice(NICE)
     try:
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=duration + 30, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+                           timeout=duration + 30, preexec_fn=pin)
     except subprocess.TimeoutExpired:
         raise BenchError("wrk did not finish")
     if r.returncode != 0:
@@ -401,13 +458,14 @@ def run_wrk(env, port, path, conns, extra, duration):
 
 def measure_wrk(env, p, port, scenario):
     name, path, conns, extra, _ = scenario
-    pids = tree(p.pid)
-    t0 = cpu_ticks(pids)
+    if env.backend.poll() is not None:
+        raise BenchError("the backend nginx died")
+    watch = CpuWatch(env, tree(p.pid))
     res = run_wrk(env, port, path, conns, extra, env.args.duration)
-    t1 = cpu_ticks(pids)
+    res.update(watch.stop())
     if p.poll() is not None:
         raise BenchError(f"exited with status {p.returncode} during the run")
-    res["cpu_s"] = (t1 - t0) / CLK_TCK
+    res["cpu_s"] = res["cand_ticks"] / CLK_TCK
     res["cpu_us_per_req"] = (res["cpu_s"] * 1e6 / res["requests"]) if res["requests"] else None
     res["valid"] = res["requests"] > 0 and res["errors"] <= MAX_ERROR_SHARE * res["requests"]
     return res
@@ -514,7 +572,8 @@ def run_candidate_round(env, name, results, status):
             results[name][sc[0]].append(r)
             log(f"{name} {sc[0]}: {r['rps']:.0f} req/s, p99 {fmt_ms(r['p99_ms'])}, "
                 f"{fmt(r['cpu_us_per_req'], 2)} us CPU/req, {r['requests']} reqs, "
-                f"{r['errors']} errors{'' if r['valid'] else ' (INVALID)'}")
+                f"{r['errors']} errors{'' if r['valid'] else ' (INVALID)'}; other load "
+                f"{r['other_proxy_cpu']:.0%} on proxy CPU, {r['other_load_cpu']:.0%} on load CPU")
             time.sleep(0.3)
     except BenchError as e:
         status[name].append(f"failed during the run: {e}")
@@ -526,6 +585,11 @@ def run_candidate_round(env, name, results, status):
 def median_of(runs, key):
     vals = [r[key] for r in runs if r.get("valid") and r.get(key) is not None]
     return statistics.median(vals) if vals else None
+
+
+def min_max(runs, key, fn):
+    vals = [r[key] for r in runs if r.get("valid") and r.get(key) is not None]
+    return fn(vals) if vals else None
 
 
 # --------------------------------------------------------------------------
@@ -564,6 +628,10 @@ def summarize(results, candidates, scenarios):
             summary[name][sc[0]] = {
                 "rps": median_of(runs, "rps"), "p99_ms": median_of(runs, "p99_ms"),
                 "cpu_us_per_req": median_of(runs, "cpu_us_per_req"),
+                "cpu_min": min_max(runs, "cpu_us_per_req", min),
+                "cpu_max": min_max(runs, "cpu_us_per_req", max),
+                "other_proxy_cpu": median_of(runs, "other_proxy_cpu"),
+                "other_load_cpu": median_of(runs, "other_load_cpu"),
                 "runs": len(runs), "valid_runs": sum(1 for r in runs if r["valid"]),
                 "errors": sum(r["errors"] for r in runs)}
         if "idle" in scenarios:
@@ -610,7 +678,8 @@ def report(args, summary, status, started, elapsed):
              f"Proxy on CPU {args.proxy_cpu} (one worker), backend nginx and wrk on CPU {args.load_cpu}. "
              f"{args.rounds} round(s) of {args.duration}s per scenario, candidates alternated in "
              f"shuffled order, median reported; {args.idle_conns:,} idle connections. "
-             f"Run took {elapsed / 60:.1f} min.")
+             f"Run took {elapsed / 60:.1f} min."
+             + (f" Benchmark processes ran at nice {NICE}." if NICE else ""))
     L.append("")
     L.append(f"Versions: {versions(args)}.")
     L.append("")
@@ -621,16 +690,19 @@ def report(args, summary, status, started, elapsed):
             continue
         L.append(f"## {sc[4]}")
         L.append("")
-        L.append("| candidate | req/s | p99 latency | CPU µs/req | valid runs |")
-        L.append("|---|---:|---:|---:|---:|")
+        L.append("| candidate | req/s | p99 latency | CPU µs/req | CPU µs/req range "
+                 "| valid runs | other load (proxy/load CPU) |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|")
         for name in cands:
             s = summary[name][key]
             if s["cpu_us_per_req"] is None:
-                L.append(f"| {DISPLAY[name]} | {row_status(name, status, s)} | | | "
-                         f"{s['valid_runs']}/{s['runs']} |")
+                L.append(f"| {DISPLAY[name]} | {row_status(name, status, s)} | | | | "
+                         f"{s['valid_runs']}/{s['runs']} | |")
             else:
                 L.append(f"| {DISPLAY[name]} | {fmt(s['rps'], 0)} | {fmt_ms(s['p99_ms'])} | "
-                         f"{fmt(s['cpu_us_per_req'], 2)} | {s['valid_runs']}/{s['runs']} |")
+                         f"{fmt(s['cpu_us_per_req'], 2)} | {fmt(s['cpu_min'], 2)}–{fmt(s['cpu_max'], 2)} | "
+                         f"{s['valid_runs']}/{s['runs']} | "
+                         f"{s['other_proxy_cpu']:.0%} / {s['other_load_cpu']:.0%} |")
         L.append("")
         L.extend(ratio_lines(summary, cands, key, [("CPU µs/req", "cpu_us_per_req"),
                                                    ("req/s", "rps"), ("p99", "p99_ms")]))
@@ -678,8 +750,18 @@ def report(args, summary, status, started, elapsed):
         L.append(f"| {t[0]} | {t[1]} | {t[2]} |")
     L.append("")
     notes = [f"{DISPLAY[n]}: {msg}" for n in cands for msg in dict.fromkeys(status[n])]
+    noisy = sorted({sc[0] for sc in WRK_SCENARIOS for n in cands if sc[0] in args.scenarios
+                    and max(summary[n][sc[0]]["other_proxy_cpu"] or 0,
+                            summary[n][sc[0]]["other_load_cpu"] or 0) > NOISY_SHARE})
+    if args.busy_before > NOISY_SHARE:
+        notes.append(f"before the run, other processes kept the benchmark CPUs "
+                     f"{args.busy_before:.0%} busy")
+    if noisy:
+        notes.append(f"other processes took more than {NOISY_SHARE:.0%} of a benchmark CPU "
+                     f"during scenario(s) {', '.join(noisy)} (column \"other load\"): those "
+                     f"numbers are noisy; re-run on a quiet machine (or with BENCH_NICE=-10)")
     if notes:
-        L.append("## Problems")
+        L.append("## Problems and noise")
         L.append("")
         for n in notes:
             L.append(f"- {n}")
@@ -760,6 +842,8 @@ def parse_args(argv):
     a.rounds = a.rounds or (1 if a.quick else int(env.get("BENCH_ROUNDS", "3")))
     a.idle_conns = a.idle_conns or (2000 if a.quick else int(env.get("BENCH_IDLE_CONNS", "10000")))
     a.warmup = 1
+    global NICE
+    NICE = int(env.get("BENCH_NICE", "0"))
     a.candidates = [c.strip() for c in a.candidates.split(",") if c.strip()]
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     for c in a.candidates:
@@ -776,6 +860,15 @@ def parse_args(argv):
     if a.proxy_cpu == a.load_cpu:
         log("warning: fewer than 2 CPUs; proxy and load share a CPU, numbers are not comparable")
     return a
+
+
+def busy_share(cpus, seconds):
+    before = [cpu_stat(c) for c in cpus]
+    time.sleep(seconds)
+    after = [cpu_stat(c) for c in cpus]
+    busy = sum(a[0] - b[0] for a, b in zip(after, before))
+    total = sum(a[1] - b[1] for a, b in zip(after, before))
+    return busy / total if total > 0 else 0.0
 
 
 def raise_nofile(want):
@@ -808,6 +901,11 @@ def main(argv):
         log(f"warning: open-file limit {nofile} is low for {args.idle_conns} idle connections")
     # The runner itself stays off the proxy CPU.
     os.sched_setaffinity(0, {args.load_cpu})
+
+    args.busy_before = busy_share([args.proxy_cpu, args.load_cpu], 1.0)
+    if args.busy_before > NOISY_SHARE:
+        log(f"warning: other processes keep the benchmark CPUs {args.busy_before:.0%} busy; "
+            f"numbers will be noisy")
 
     started = datetime.datetime.now()
     t_start = time.monotonic()

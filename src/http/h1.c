@@ -56,6 +56,53 @@ static inline size_t h1_span(const char *b, size_t i, size_t end, uint8_t cls)
     return i;
 }
 
+/* Word-at-a-time spans for the long runs (targets, field values): each test below is exact
+ * for "some byte of the word is ...", so a flagged word is finished byte by byte. */
+#define H1_ONES 0x0101010101010101ULL
+#define H1_HIGH 0x8080808080808080ULL
+
+static inline uint64_t h1_load8(const char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+static inline uint64_t h1_has_less(uint64_t w, uint8_t n) /* some byte < n (n <= 128) */
+{
+    return (w - H1_ONES * n) & ~w & H1_HIGH;
+}
+
+static inline uint64_t h1_has_byte(uint64_t w, uint8_t b)
+{
+    uint64_t x = w ^ (H1_ONES * b);
+    return (x - H1_ONES) & ~x & H1_HIGH;
+}
+
+/* Field-value bytes: everything but CTLs (HTAB is handled by the byte loop) and DEL. */
+static size_t h1_span_fval(const char *b, size_t i, size_t end)
+{
+    while (end - i >= 8) {
+        uint64_t w = h1_load8(b + i);
+        if (h1_has_less(w, 0x20) | h1_has_byte(w, 0x7f))
+            break;
+        i += 8;
+    }
+    return h1_span(b, i, end, H1_C_FVAL);
+}
+
+/* Request-target bytes: VCHAR only. */
+static size_t h1_span_vchar(const char *b, size_t i, size_t end)
+{
+    while (end - i >= 8) {
+        uint64_t w = h1_load8(b + i);
+        if (h1_has_less(w, 0x21) | h1_has_byte(w, 0x7f) | (w & H1_HIGH))
+            break;
+        i += 8;
+    }
+    return h1_span(b, i, end, H1_C_VCHAR);
+}
+
 static int h1_hexval(unsigned char c)
 {
     if (c >= '0' && c <= '9')
@@ -214,7 +261,7 @@ static int h1_request_line(struct h1_ctx *c, size_t *pos, struct http_msg *m)
         return -400;
     m->method = str_make(b + ls, i - ls);
     size_t ts = ++i;
-    i = h1_span(b, i, cend, H1_C_VCHAR); /* request-target: visible ASCII only, §3.2 */
+    i = h1_span_vchar(b, i, cend); /* request-target: visible ASCII only, §3.2 */
     if (i == cend)
         return cend < c->len ? over : 0;
     if (b[i] != ' ' || i == ts)
@@ -262,7 +309,7 @@ static int h1_status_line(struct h1_ctx *c, size_t *pos, struct http_msg *m)
         return h1_more(c);
     if (b[i] == ' ') {
         size_t rs = ++i;
-        i = h1_span(b, i, c->end, H1_C_FVAL);
+        i = h1_span_fval(b, i, c->end);
         m->reason = str_make(b + rs, i - rs);
     }
     rc = h1_crlf(c, &i);
@@ -493,7 +540,7 @@ static int h1_fields(struct h1_ctx *c, size_t *pos, struct http_msg *m)
             return -400;
         size_t ne = i++;
         size_t vs = i;
-        i = h1_span(b, i, c->end, H1_C_FVAL); /* §5.5: no CTL but HTAB, no DEL, no NUL */
+        i = h1_span_fval(b, i, c->end); /* §5.5: no CTL but HTAB, no DEL, no NUL */
         rc = h1_crlf(c, &i);
         if (rc <= 0)
             return rc;

@@ -327,6 +327,34 @@ UNIT_TEST(test_reject_ctl_in_value)
     CHECK_EQ_INT(req_status(GET_HOST "X-A: a\x1b[0m\r\n\r\n"), -400);
 }
 
+/* every offset of a long value and target, so word-at-a-time scans see the byte everywhere */
+UNIT_TEST(test_reject_ctl_at_every_offset)
+{
+    static const char bad[] = { 0x00, 0x01, 0x0a, 0x0d, 0x1f, 0x7f };
+    for (size_t b = 0; b < sizeof(bad); b++) {
+        for (size_t off = 0; off < 40; off++) {
+            char s[256];
+            int n = snprintf(s, sizeof(s), GET_HOST "X-A: %s\r\n\r\n",
+                             "0123456789abcdef\xc3\xa9\x80\xff" "0123456789abcdefghij");
+            s[strlen(GET_HOST) + 5 + off] = bad[b];
+            struct http_msg m;
+            CHECK_EQ_INT(reqn(s, (size_t)n, &m), -400);
+            n = snprintf(s, sizeof(s), "GET /%s HTTP/1.1\r\nHost: a\r\n\r\n",
+                         "0123456789abcdef0123456789abcdefghijklmnop");
+            s[5 + off] = bad[b];
+            CHECK_EQ_INT(reqn(s, (size_t)n, &m), -400);
+        }
+    }
+}
+
+UNIT_TEST(test_long_values_accepted)
+{
+    struct http_msg m;
+    const char *s = GET_HOST "X-A: \t0123456789 abcdef\xc3\xa9\x80\xff 0123456789\tabcdefghij \r\n\r\n";
+    CHECK(req(s, &m) > 0);
+    CHECK(str_is(m.headers[1].value, "0123456789 abcdef\xc3\xa9\x80\xff 0123456789\tabcdefghij"));
+}
+
 UNIT_TEST(test_reject_del_in_value)
 {
     CHECK_EQ_INT(req_status(GET_HOST "X-A: a\x7f\r\n\r\n"), -400);
