@@ -505,11 +505,13 @@ def measure_idle(env, p, port, count):
     pids = tree(p.pid)
     time.sleep(0.5)
     before = rss_kib(pids)
+    deadline = time.monotonic() + 120
     try:
         for _ in range(count):
-            s = socket.socket()
+            s = None
             try:
-                s.settimeout(5)
+                s = socket.socket()
+                s.settimeout(2)
                 s.connect(("127.0.0.1", port))
                 s.sendall(REQ)
                 ok = read_response(s)
@@ -518,10 +520,13 @@ def measure_idle(env, p, port, count):
             if ok:
                 socks.append(s)
             else:
-                s.close()
+                if s is not None:
+                    s.close()
                 failed += 1
-                if failed > 50 and failed > len(socks):
+                if failed > 20 and failed > len(socks):
                     break
+            if time.monotonic() > deadline:
+                break
         time.sleep(1.0)
         if p.poll() is not None:
             raise BenchError(f"exited with status {p.returncode} while holding idle connections")
@@ -575,7 +580,9 @@ def run_candidate_round(env, name, results, status):
                 f"{r['errors']} errors{'' if r['valid'] else ' (INVALID)'}; other load "
                 f"{r['other_proxy_cpu']:.0%} on proxy CPU, {r['other_load_cpu']:.0%} on load CPU")
             time.sleep(0.3)
-    except BenchError as e:
+    except (BenchError, OSError, ValueError) as e:
+        if not isinstance(e, BenchError):
+            e = f"{type(e).__name__}: {e}"
         status[name].append(f"failed during the run: {e}")
         log(f"{name}: failed during the run: {e}; output: {tail(os.path.join(env.tmp, name + '.out'))}")
     finally:

@@ -441,9 +441,9 @@ static int h1_content_length(struct h1_ctx *c, struct http_msg *m, struct str v)
 }
 
 /* RFC 9112 §6.1: Transfer-Encoding is a list across all its fields; chunked must be final and
- * appear once (§7); other codings are not implemented (-501, RFC 9112 §6.1 ¶15). HTTP/1.0
- * messages with it have faulty framing (§6.1 ¶16); with Content-Length they are rejected
- * (§6.3 ¶3). */
+ * appear once (§7); other codings are not implemented (-501, RFC 9112 §6.1). HTTP/1.0
+ * messages with it have faulty framing (§6.1); with Content-Length they are rejected
+ * (§6.3). */
 static int h1_transfer_encoding(struct h1_ctx *c, struct http_msg *m, struct str v)
 {
     if (c->cl_seen || m->version_minor == 0)
@@ -534,13 +534,13 @@ static int h1_fields(struct h1_ctx *c, size_t *pos, struct http_msg *m)
         i = h1_span(b, i, c->end, H1_C_TCHAR);
         if (i >= c->end)
             return h1_more(c);
-        /* §5.1: no whitespace before ':'; §5.2: obs-fold (a line starting with SP/HTAB) and
+        /* §5.1: no whitespace before ':'; §5.2: obs-fold (a line starting with SP/HTAB) and, §2.2,
          * whitespace after the start line are rejected; an empty name is invalid. */
         if (b[i] != ':' || i == ns)
             return -400;
         size_t ne = i++;
         size_t vs = i;
-        i = h1_span_fval(b, i, c->end); /* §5.5: no CTL but HTAB, no DEL, no NUL */
+        i = h1_span_fval(b, i, c->end); /* RFC 9110 §5.5: no CTL but HTAB, no DEL */
         rc = h1_crlf(c, &i);
         if (rc <= 0)
             return rc;
@@ -624,7 +624,7 @@ enum h1_body_kind h1_response_body_kind(const struct http_msg *resp, enum http_m
         return H1_BODY_NONE;
     if (resp->status < 200 || resp->status == 204 || resp->status == 304)
         return H1_BODY_NONE;
-    if (req_method == HTTP_METHOD_CONNECT && resp->status < 300) /* §6.3 ¶2: a tunnel */
+    if (req_method == HTTP_METHOD_CONNECT && resp->status < 300) /* §6.3: a tunnel */
         return H1_BODY_NONE;
     if (resp->chunked)
         return H1_BODY_CHUNKED;
@@ -633,7 +633,7 @@ enum h1_body_kind h1_response_body_kind(const struct http_msg *resp, enum http_m
     return H1_BODY_CLOSE;
 }
 
-/* RFC 9112 §6.3 ¶6-7: without TE or CL a request has no body. */
+/* RFC 9112 §6.3: without TE or CL a request has no body. */
 enum h1_body_kind h1_request_body_kind(const struct http_msg *req)
 {
     if (req->chunked)

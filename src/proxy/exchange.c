@@ -45,6 +45,7 @@ struct exchange {
     struct loop_timer up_timer;       /* connect, response or upstream idle deadline */
     struct sbuf up_head;              /* request head sent upstream, kept for a retry */
     struct pump req_pump;             /* client -> upstream body */
+    struct sbuf replay;               /* copy of a small idempotent request's body, for a retry */
     bool req_done;
     uint64_t t_upstream;              /* when the upstream attempt started */
     int64_t upstream_ms;
@@ -56,6 +57,7 @@ struct exchange {
     struct pump resp_pump;            /* upstream -> client body, or a local answer */
     bool resp_started;                /* the final head is committed */
     bool client_close;                /* close the client connection after this exchange */
+    bool upstream_close;              /* the server said Connection: close: do not pool */
     int status;
 };
 
@@ -83,6 +85,7 @@ static void ex_free(struct exchange *ex)
     free(ex->req.headers);
     free(ex->req_raw);
     free(ex->tried);
+    sbuf_free(&ex->replay);
     config_unref(ex->cfg);
     free(ex);
 }
@@ -274,9 +277,40 @@ static enum ex_step ex_connect(struct exchange *ex, bool fresh)
     return EX_WAIT;
 }
 
+/* Puts the kept body back in front of the client's unread bytes, for a retry. */
+static int ex_replay_body(struct exchange *ex)
+{
+    struct client *c = ex->c;
+    struct buf *b = buf_get();
+    /* Bytes taken but not yet written sit in c->in and in the copy: skip them in c->in. */
+    uint32_t skip = ex->req_pump.ready;
+    uint32_t rest = c->in ? buf_len(c->in) - skip : 0;
+    uint32_t len = (uint32_t)ex->replay.len;
+    if (!b || ex->replay.failed || len + rest > b->cap) {
+        buf_put(b);
+        return -1;
+    }
+    if (len)
+        memcpy(b->data, ex->replay.p, len);
+    if (rest)
+        memcpy(b->data + len, buf_rptr(c->in) + skip, rest);
+    b->wpos = len + rest;
+    buf_put(c->in);
+    c->in = b;
+    struct pump *p = &ex->req_pump;
+    struct sbuf *prefix = p->prefix;
+    pump_init(p, H1_BODY_LENGTH, (uint64_t)ex->req.content_length, false, prefix);
+    p->limit = ex->cfg->limits.max_body_bytes;
+    sbuf_reset(&ex->replay);
+    p->tap = &ex->replay; /* the bytes go through the tap again */
+    return 0;
+}
+
 /* Rewinds what was sent upstream so the request can be sent again on another connection. */
 static void ex_rewind_request(struct exchange *ex)
 {
+    if (ex->req_pump.tap && ex_replay_body(ex) < 0)
+        ex->req_pump.tap = NULL; /* cannot replay: the retry conditions will refuse */
     ex->req_pump.prefix_off = 0;
     ex->req_pump.bytes_out = 0;
     ex->req_done = false;
@@ -290,9 +324,9 @@ static void ex_rewind_request(struct exchange *ex)
 static enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why)
 {
     const struct conf_upstream *up = ex->route->upstream;
-    bool nothing_streamed = ex->req_pump.in_kind == H1_BODY_NONE;
+    bool replayable = ex->req_pump.in_kind == H1_BODY_NONE || ex->req_pump.tap;
     log_info("upstream %s server %s: %s", up->name, ex_server(ex)->address, why);
-    if (ex->reused && !ex->retried_reused && nothing_streamed && http_method_is_idempotent(ex->req.method_id)) {
+    if (ex->reused && !ex->retried_reused && replayable && http_method_is_idempotent(ex->req.method_id)) {
         /* The server may have closed a pooled connection just as we reused it: one fresh try. */
         ex->retried_reused = true;
         ex_rewind_request(ex);
@@ -319,6 +353,8 @@ static enum ex_step ex_connect_step(struct exchange *ex)
     if (err)
         return ex_upstream_failed(ex, 502, strerror(err));
     uc->connected = true;
+    /* While the request goes out, a server that stops reading is caught by the idle timeout. */
+    loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->idle_timeout_ms);
     ex->state = EX_WAIT_HEAD;
     return EX_AGAIN;
 }
@@ -342,17 +378,6 @@ static enum ex_step ex_flush_interim(struct exchange *ex)
     return EX_WAIT;
 }
 
-static enum ex_step ex_check_body_limit(struct exchange *ex)
-{
-    uint64_t max = ex->cfg->limits.max_body_bytes;
-    uint64_t body = ex->req_pump.bytes_out > ex->up_head.len ? ex->req_pump.bytes_out - ex->up_head.len : 0;
-    if (!max || body <= max)
-        return EX_AGAIN;
-    ex->client_close = true;
-    ex_rewind_request(ex);
-    return ex_send_error(ex, 413);
-}
-
 static enum ex_step ex_pump_request(struct exchange *ex)
 {
     struct client *c = ex->c;
@@ -364,9 +389,19 @@ static enum ex_step ex_pump_request(struct exchange *ex)
         ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
     if (s == PUMP_DONE) {
         ex->req_done = true;
-        if (ex->state == EX_WAIT_HEAD)
+        if (ex->state == EX_WAIT_HEAD) {
+            /* The request is out: from now on only the server can be late. */
+            loop_timer_stop(ex->w->loop, &ex->c->timer);
             loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->response_timeout_ms);
-        return ex_check_body_limit(ex);
+        }
+        return EX_AGAIN;
+    }
+    if (s == PUMP_TOO_LARGE) {
+        if (ex->resp_started)
+            return ex_abort_client(ex);
+        ex->client_close = true;
+        ex_rewind_request(ex);
+        return ex_send_error(ex, 413);
     }
     if (s == PUMP_SRC_ERROR && !ex->resp_started) {
         ex_rewind_request(ex);
@@ -381,7 +416,7 @@ static enum ex_step ex_pump_request(struct exchange *ex)
         ex->req_done = true;
         return EX_AGAIN;
     }
-    return ex_check_body_limit(ex);
+    return EX_WAIT;
 }
 
 static enum ex_step ex_begin_response(struct exchange *ex);
@@ -462,6 +497,7 @@ static enum ex_step ex_start_tunnel(struct exchange *ex)
     ex->resp_pump.prefix_off = ex->resp_head_off;
     pump_init(&ex->req_pump, H1_BODY_CLOSE, 0, false, NULL);
     ex->req_done = false;
+    ex_arm_client_timer(ex, ex->cfg->limits.tunnel_timeout_ms);
     ex->state = EX_TUNNEL;
     return EX_AGAIN;
 }
@@ -495,13 +531,11 @@ static enum ex_step ex_begin_response(struct exchange *ex)
     ex->status = resp->status;
     ex->resp_started = true;
     ex->upstream_ms = (int64_t)(loop_now(ex->w->loop) - ex->t_upstream);
-    bool upstream_close = resp->conn_close;
+    ex->upstream_close = resp->conn_close;
     buf_consume(ex->uc->in, resp->head_len);
     pump_init(&ex->resp_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)resp->content_length : 0,
               framing == HDR_FRAME_CHUNKED, &ex->resp_head);
     ex->resp_pump.prefix_off = ex->resp_head_off;
-    if (upstream_close)
-        ex->uc->uses = UINT32_MAX; /* marker: do not pool */
     loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->idle_timeout_ms);
     ex->state = EX_BODY;
     return EX_AGAIN;
@@ -521,7 +555,7 @@ static enum ex_step ex_body_step(struct exchange *ex)
         ex_arm_client_timer(ex, ex->cfg->limits.send_timeout_ms);
     }
     if (s == PUMP_DONE) {
-        bool reusable = ex->resp_pump.in_kind != H1_BODY_CLOSE && ex->req_done && uc->uses != UINT32_MAX;
+        bool reusable = ex->resp_pump.in_kind != H1_BODY_CLOSE && ex->req_done && !ex->upstream_close;
         if (!ex->req_done)
             ex->client_close = true; /* the rest of the request body is still on the wire */
         return ex_finish(ex, reusable);
@@ -684,6 +718,16 @@ static int ex_adopt_head(struct exchange *ex, struct http_msg *req)
     return 0;
 }
 
+/* A small idempotent request keeps a copy of its body as it passes, so that a pooled connection
+ * the server closed under us can be retried like a body-less request. */
+#define EX_REPLAY_MAX (16 * 1024)
+static void ex_keep_replay(struct exchange *ex, enum h1_body_kind kind)
+{
+    if (kind == H1_BODY_LENGTH && (uint64_t)ex->req.content_length <= EX_REPLAY_MAX &&
+        http_method_is_idempotent(ex->req.method_id))
+        ex->req_pump.tap = &ex->replay;
+}
+
 static enum ex_step ex_forward(struct exchange *ex)
 {
     const struct conf_route *r = ex->route;
@@ -719,6 +763,8 @@ static enum ex_step ex_forward(struct exchange *ex)
         return ex_send_error(ex, 500);
     pump_init(&ex->req_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)req->content_length : 0,
               kind == H1_BODY_CHUNKED, &ex->up_head);
+    ex->req_pump.limit = max;
+    ex_keep_replay(ex, kind);
     if (req->expect_continue && kind != H1_BODY_NONE && req->version_minor >= 1)
         sbuf_append(&ex->resp_head, ex_continue_line, sizeof ex_continue_line - 1);
     if (kind != H1_BODY_NONE)

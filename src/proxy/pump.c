@@ -37,10 +37,14 @@ static int pump_take(struct pump *p, struct buf *b)
         p->ready += take;
         p->in_left -= take;
         p->in_done = p->in_left == 0;
+        p->body += take;
+        if (p->tap)
+            sbuf_append(p->tap, buf_rptr(b) + p->ready - take, take);
         return 0;
     }
     if (p->in_kind == H1_BODY_CLOSE) {
         p->ready += fresh;
+        p->body += fresh;
         return 0;
     }
     /* chunked: decode in place, then close the gap left by the framing bytes */
@@ -53,6 +57,7 @@ static int pump_take(struct pump *p, struct buf *b)
     b->wpos -= (uint32_t)(consumed - produced);
     p->ready += (uint32_t)produced;
     p->in_done = r == 1;
+    p->body += produced;
     return 0;
 }
 
@@ -162,6 +167,7 @@ static enum pump_status pump_read(struct pump *p, struct buf *b, int fd, bool *r
         if (p->in_kind != H1_BODY_CLOSE)
             return PUMP_SRC_EOF;
         p->in_done = true;
+        *progress = true; /* the end itself is news: the terminator can go out now */
         return PUMP_BLOCKED;
     }
     b->wpos += (uint32_t)r;
@@ -180,6 +186,8 @@ enum pump_status pump_run(struct pump *p, struct buf **bufp, int src_fd, bool *s
         bool progress = false;
         if (pump_take(p, b) < 0)
             return PUMP_SRC_ERROR;
+        if (p->limit && p->body > p->limit)
+            return PUMP_TOO_LARGE; /* checked before writing, so the excess never leaves */
         enum pump_status s = pump_write(p, b, dst_fd, dst_writable, &progress);
         if (s != PUMP_BLOCKED)
             return s;

@@ -20,7 +20,8 @@ enum pump_status {
     PUMP_SRC_EOF,    /* source closed before the body was complete */
     PUMP_SRC_ERROR,  /* read error, or malformed chunked framing */
     PUMP_DST_ERROR,  /* write error (peer gone) */
-    PUMP_NO_MEMORY
+    PUMP_NO_MEMORY,
+    PUMP_TOO_LARGE   /* the body passed `limit`: nothing past the limit was written */
 };
 
 struct pump_end {
@@ -44,6 +45,9 @@ struct pump {
     uint8_t term_sent;          /* chunked out: bytes of "0\r\n\r\n" written */
     struct sbuf *prefix;        /* optional head to write before the body, not owned */
     uint32_t prefix_off;
+    uint64_t limit;             /* most body bytes allowed, 0 = no limit */
+    struct sbuf *tap;           /* optional, not owned: receives a copy of LENGTH body bytes */
+    uint64_t body;              /* body bytes taken from the source (decoded) */
     uint64_t bytes_in;          /* bytes read from the source */
     uint64_t bytes_out;         /* bytes written to the destination (prefix included) */
 };

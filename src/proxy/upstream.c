@@ -27,6 +27,7 @@ static void upstream_unlink_idle(struct upstream_conn *uc)
     if (uc->next)
         uc->next->prev = uc->prev;
     uc->next = uc->prev = NULL;
+    uc->idle = false;
     pool->n_idle--;
 }
 
@@ -35,7 +36,7 @@ void upstream_close(struct upstream_conn *uc)
     if (uc->closed)
         return;
     struct upstream_pool *pool = uc->pool;
-    if (!uc->ex)
+    if (uc->idle)
         upstream_unlink_idle(uc);
     uc->closed = true;
     pool->n_open--;
@@ -52,8 +53,9 @@ static void upstream_on_event(struct loop_io *io, uint32_t events)
     struct upstream_conn *uc = container_of(io, struct upstream_conn, io);
     if (uc->closed)
         return;
-    if (uc->ex) {
-        upstream_on_lent_event(uc, events);
+    if (!uc->idle) {
+        if (uc->ex)
+            upstream_on_lent_event(uc, events);
         return;
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -119,6 +121,7 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
         pool->idle->prev = uc;
     pool->idle = uc;
     pool->n_idle++;
+    uc->idle = true;
     loop_timer_after(pool->loop, &uc->idle_timer, pool->up->keepalive_idle_timeout_ms);
 }
 

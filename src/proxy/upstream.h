@@ -27,6 +27,7 @@ struct upstream_conn {
     uint32_t uses;                    /* exchanges served; > 0 means "reused" for the next */
     bool readable, writable;
     bool connected;                   /* the TCP handshake completed */
+    bool idle;                        /* linked in its pool's idle list */
     bool closed;
 };
 

@@ -59,7 +59,8 @@ static void check_ok(const char *buf, size_t n, int rc, const struct http_msg *m
 {
     if ((size_t)rc > n || m->head_len != (uint32_t)rc || (uint32_t)rc > lim.max_header_bytes)
         fail();
-    if (m->status < 100 || m->status > 599 || m->version_minor > 1 || m->n_headers > lim.max_headers)
+    if (m->status < 100 || m->status > 599 || m->version_minor > 1 ||
+        m->n_headers > lim.max_headers)
         fail();
     if (m->chunked && (m->content_length >= 0 || m->version_minor == 0))
         fail();

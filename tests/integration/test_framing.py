@@ -222,6 +222,30 @@ def test_zero_length_chunked_upstream(env):
         check_followup(c)
 
 
+def test_upstream_connection_close_not_passed_to_client(env):
+    """Connection is hop-by-hop: the backend closing its connection does not close the
+    client's."""
+    with RawClient(env.port) as c:
+        request(c, "/cc?closeconn=1")
+        r = c.read_response()
+        assert r.status == 200 and r.framing == "length"
+        assert "close" not in (r.header("connection") or "").lower(), r.headers
+        check_followup(c)
+        check_followup(c, "/followup2")
+
+
+def test_client_connection_close_honoured(env):
+    with RawClient(env.port) as c:
+        request(c, "/bye", headers=b"Connection: close\r\n")
+        r = c.read_response()
+        assert r.status == 200
+        assert "close" in (r.header("connection") or "").lower(), r.headers
+        assert c.wait_closed(10)
+        assert c.extra == b""
+    # Connection is not forwarded as the client sent it: the upstream side keeps alive
+    assert "close" not in env.backend.requests[0]["hmap"].get("connection", "").lower()
+
+
 # ---------------------------------------------------------------------------------------------
 # Request bodies
 

@@ -207,18 +207,31 @@ def test_retry_after_backend_closed_idle_connections(make_portero, backend_facto
     assert b.connections >= 4
 
 
-def test_head_and_put_are_retried_too(make_portero, backend_factory):
-    """HEAD, PUT and DELETE are idempotent: also retried on a fresh connection."""
-    b = backend_factory(drop_reused=3)
+def test_head_and_delete_are_retried_too(make_portero, backend_factory):
+    """HEAD and DELETE are idempotent: also retried on a fresh connection."""
+    b = backend_factory(drop_reused=2)
     port = start(make_portero, [b])
     s = requests.Session()
     assert s.get(url(port, "/warm"), timeout=15).status_code == 200
     # each retry leaves a fresh pooled connection, which the next request reuses (and the
     # backend drops again)
     assert s.head(url(port, "/h"), timeout=15).status_code == 200
-    assert s.put(url(port, "/p"), data=b"abc", timeout=15).status_code == 200
     assert s.delete(url(port, "/d"), timeout=15).status_code == 200
-    assert [r["method"] for r in b.requests if r.get("dropped")] == ["HEAD", "PUT", "DELETE"]
+    assert [r["method"] for r in b.requests if r.get("dropped")] == ["HEAD", "DELETE"]
+    assert [r["method"] for r in b.requests] == ["GET", "HEAD", "HEAD", "DELETE", "DELETE"]
+
+
+def test_put_with_small_body_is_retried(make_portero, backend_factory):
+    """PUT is idempotent (RFC 9110 9.2.2), and the contract retries idempotent methods: a small
+    PUT body that portero still holds can be replayed on the fresh connection."""
+    b = backend_factory(drop_reused=1)
+    port = start(make_portero, [b])
+    s = requests.Session()
+    assert s.get(url(port, "/warm"), timeout=15).status_code == 200
+    r = s.put(url(port, "/p"), data=b"abc", timeout=15)
+    assert r.status_code == 200
+    assert r.json()["body_len"] == 3
+    assert [x["method"] for x in b.requests if x.get("dropped")] == ["PUT"]
 
 
 def test_post_not_retried_on_reused_connection(make_portero, backend_factory):

@@ -33,15 +33,16 @@ def env(make_portero):
     rb.stop()
 
 
-def send_and_read(port, data):
-    """Sends DATA on a fresh connection; returns (response or None, closed_afterwards, partial)."""
+def send_and_read(port, data, wait_close=10):
+    """Sends DATA on a fresh connection; returns (response or None, closed_afterwards, partial).
+    WAIT_CLOSE: seconds to wait for portero to close the connection after the response."""
     with RawClient(port, timeout=15) as c:
         c.try_send(data)
         try:
             r = c.read_response()
         except ConnectionClosed as e:
             return None, True, e.partial
-        closed = c.wait_closed(10)
+        closed = c.wait_closed(wait_close)
         return r, closed, c.extra
 
 
@@ -70,14 +71,14 @@ def req(lines, body=b"", start=b"GET / HTTP/1.1"):
 # Sanity: the same setup forwards good requests (so "backend got 0 bytes" above means something)
 
 def test_valid_request_reaches_backend(env):
-    r, closed, _ = send_and_read(env.port, req([H.strip()]))
+    r, closed, _ = send_and_read(env.port, req([H.strip()]), wait_close=0.2)
     assert r is not None and r.status == 200 and r.body == b"raw-ok-1\n"
     assert env.rb.total_bytes() > 0
     assert env.rb.all_bytes().startswith(b"GET / HTTP/1.1\r\n")
 
 
 def test_http10_without_host_is_accepted(env):
-    r, _, _ = send_and_read(env.port, b"GET / HTTP/1.0\r\n\r\n")
+    r, _, _ = send_and_read(env.port, b"GET / HTTP/1.0\r\n\r\n", wait_close=0.2)
     assert r is not None and r.status == 200 and r.body == b"raw-ok-1\n"
     assert env.rb.complete_requests() == 1
 
@@ -85,7 +86,7 @@ def test_http10_without_host_is_accepted(env):
 def test_two_identical_content_lengths_accepted(env):
     data = req([H.strip(), b"Content-Length: 5", b"Content-Length: 5"], b"hello",
                start=b"POST /same HTTP/1.1")
-    r, _, _ = send_and_read(env.port, data)
+    r, _, _ = send_and_read(env.port, data, wait_close=0.2)
     assert r is not None and r.status == 200
     got = env.rb.all_bytes()
     assert env.rb.complete_requests() == 1
@@ -116,6 +117,13 @@ FRAMING_CASES = [
                                             start=b"POST / HTTP/1.1"), {400, 501}),
     ("te_unknown_coding", req([H.strip(), b"Transfer-Encoding: x-portero-unknown"], b"hello",
                               start=b"POST / HTTP/1.1"), {501}),
+    ("te_not_quite_chunked", req([H.strip(), b"Transfer-Encoding: xchunked"], b"hello",
+                                 start=b"POST / HTTP/1.1"), {501}),
+    ("te_chunked_with_parameter", req([H.strip(), b"Transfer-Encoding: chunked;q=1"],
+                                      b"5\r\nhello\r\n0\r\n\r\n", start=b"POST / HTTP/1.1"),
+     {400, 501}),
+    ("te_empty", req([H.strip(), b"Transfer-Encoding: "], b"hello",
+                     start=b"POST / HTTP/1.1"), {400}),
     ("te_chunked_twice", req([H.strip(), b"Transfer-Encoding: chunked, chunked"],
                              b"5\r\nhello\r\n0\r\n\r\n", start=b"POST / HTTP/1.1"), {400}),
     ("te_on_http10", req([H.strip(), b"Transfer-Encoding: chunked"],
@@ -214,6 +222,9 @@ HOST_CASES = [
     ("duplicate_host_identical", req([b"Host: test", b"Host: test"]), {400}),
     ("host_list", req([b"Host: a.example, b.example"]), {400}),
     ("host_with_space", req([b"Host: a example"]), {400}),
+    ("host_with_userinfo", req([b"Host: user@a.example"]), {400}),
+    ("absolute_form_with_userinfo", req([b"Host: a.example"],
+                                        start=b"GET http://user@a.example/ HTTP/1.1"), {400}),
 ]
 
 
@@ -259,7 +270,8 @@ def test_request_line_too_long_414(env):
 
 def test_request_line_within_limit_ok(env):
     target = b"/" + b"a" * 900
-    r, _, _ = send_and_read(env.port, req([H.strip()], start=b"GET " + target + b" HTTP/1.1"))
+    r, _, _ = send_and_read(env.port, req([H.strip()], start=b"GET " + target + b" HTTP/1.1"),
+                            wait_close=0.2)
     assert r is not None and r.status == 200
     assert env.rb.all_bytes().startswith(b"GET " + target + b" HTTP/1.1\r\n")
 
@@ -281,7 +293,7 @@ def test_header_count_too_many_431(env):
 
 def test_headers_within_limits_ok(env):
     fields = [H.strip()] + [b"X-F%d: v" % i for i in range(15)]
-    r, _, _ = send_and_read(env.port, req(fields))
+    r, _, _ = send_and_read(env.port, req(fields), wait_close=0.2)
     assert r is not None and r.status == 200
     assert b"X-F14: v\r\n" in env.rb.all_bytes()
 

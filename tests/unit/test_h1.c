@@ -43,7 +43,10 @@ static int resp_status(const char *s)
     return resp(s, &m);
 }
 
-static bool str_is(struct str s, const char *c) { return s.n == strlen(c) && memcmp(s.p, c, s.n) == 0; }
+static bool str_is(struct str s, const char *c)
+{
+    return s.n == strlen(c) && memcmp(s.p, c, s.n) == 0;
+}
 
 #define GET_HOST "GET / HTTP/1.1\r\nHost: a\r\n"
 
@@ -173,7 +176,8 @@ UNIT_TEST(test_reject_leading_bare_lf)
 UNIT_TEST(test_absolute_form)
 {
     struct http_msg m;
-    CHECK(req("GET http://example.com:8080/x?y HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", &m) > 0);
+    CHECK(req("GET http://example.com:8080/x?y HTTP/1.1\r\n"
+              "Host: example.com:8080\r\n\r\n", &m) > 0);
     CHECK(m.absolute_form);
     CHECK(str_is(m.host, "example.com:8080"));
     CHECK(str_is(m.path, "/x?y"));
@@ -350,7 +354,8 @@ UNIT_TEST(test_reject_ctl_at_every_offset)
 UNIT_TEST(test_long_values_accepted)
 {
     struct http_msg m;
-    const char *s = GET_HOST "X-A: \t0123456789 abcdef\xc3\xa9\x80\xff 0123456789\tabcdefghij \r\n\r\n";
+    const char *s = GET_HOST "X-A: \t0123456789 abcdef\xc3\xa9\x80\xff 0123456789\tabcdefghij "
+                             "\r\n\r\n";
     CHECK(req(s, &m) > 0);
     CHECK(str_is(m.headers[1].value, "0123456789 abcdef\xc3\xa9\x80\xff 0123456789\tabcdefghij"));
 }
@@ -487,10 +492,10 @@ UNIT_TEST(test_reject_te_chunked_twice)
 
 UNIT_TEST(test_te_fields_concatenate)
 {
-    CHECK_EQ_INT(req_status(GET_HOST "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"),
-                 -501);
-    CHECK_EQ_INT(req_status(GET_HOST "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"),
-                 -400);
+    CHECK_EQ_INT(req_status(GET_HOST "Transfer-Encoding: gzip\r\n"
+                                     "Transfer-Encoding: chunked\r\n\r\n"), -501);
+    CHECK_EQ_INT(req_status(GET_HOST "Transfer-Encoding: chunked\r\n"
+                                     "Transfer-Encoding: gzip\r\n\r\n"), -400);
     struct http_msg m;
     CHECK(req(GET_HOST "Transfer-Encoding:\r\nTransfer-Encoding: chunked\r\n\r\n", &m) > 0);
     CHECK(m.chunked);
@@ -853,8 +858,8 @@ UNIT_TEST(test_body_kind_connect_2xx)
 
 UNIT_TEST(test_body_kind_chunked_length_close)
 {
-    CHECK_EQ_INT(resp_kind("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HTTP_METHOD_GET),
-                 H1_BODY_CHUNKED);
+    CHECK_EQ_INT(resp_kind("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                           HTTP_METHOD_GET), H1_BODY_CHUNKED);
     CHECK_EQ_INT(resp_kind("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", HTTP_METHOD_GET),
                  H1_BODY_LENGTH);
     CHECK_EQ_INT(resp_kind("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", HTTP_METHOD_GET),
