@@ -804,7 +804,7 @@ def versions(args):
         except (OSError, subprocess.TimeoutExpired):
             out.append(f"{name} ?")
     try:
-        r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+        r = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
                            capture_output=True, text=True, timeout=5)
         if r.returncode == 0:
             out.append(f"portero at {r.stdout.strip()}")

@@ -174,8 +174,8 @@ static void loop_run_timers(struct loop *loop)
     while (loop->heap_len && loop->heap[0]->key <= loop->now) {
         struct loop_timer *t = loop->heap[0];
         loop_heap_remove(loop, t);
-        if (t->deadline > loop->now) {
-            loop_heap_push(loop, t); /* was extended since it was pushed */
+        if (t->deadline != t->key) {
+            loop_heap_push(loop, t); /* extended since it was pushed: take its real place */
             continue;
         }
         t->deadline = 0;

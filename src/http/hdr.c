@@ -1,6 +1,7 @@
 #include "http/hdr.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* RFC 9110 §7.6.1 hop-by-hop fields plus framing fields we always re-frame ourselves. */
 static const char *const hdr_hop_names[] = {
@@ -52,7 +53,8 @@ static void hdr_append_ops(struct sbuf *out, const struct conf_header_ops *ops)
     if (!ops)
         return;
     for (size_t i = 0; i < ops->n_set; i++)
-        sbuf_append_header(out, str_make(ops->set[i].name, strlen(ops->set[i].name)),
+        if (strcasecmp(ops->set[i].name, "host") != 0) /* Host is written first, see below */
+            sbuf_append_header(out, str_make(ops->set[i].name, strlen(ops->set[i].name)),
                            str_make(ops->set[i].value, strlen(ops->set[i].value)));
     for (size_t i = 0; i < ops->n_add; i++)
         sbuf_append_header(out, str_make(ops->add[i].name, strlen(ops->add[i].name)),
@@ -77,7 +79,7 @@ static void hdr_append_joined(struct sbuf *out, const struct http_msg *msg, cons
     sbuf_append_cstr(out, name);
     sbuf_append(out, ": ", 2);
     for (uint32_t i = 0; i < msg->n_headers; i++) {
-        if (!str_ieq_cstr(msg->headers[i].name, name))
+        if (!str_ieq_cstr(msg->headers[i].name, name) || hdr_named_by_connection(msg, msg->headers[i].name))
             continue;
         sbuf_append_str(out, msg->headers[i].value);
         sbuf_append(out, ", ", 2);
@@ -126,9 +128,21 @@ static void hdr_append_forwarding(struct sbuf *out, const struct http_msg *req,
                                                                            : STR_LIT("1.0 portero"));
 }
 
+/* A route may rewrite Host: then that value replaces the client's, never joins it (RFC 9112 §3.2). */
+static struct str hdr_host_override(const struct conf_header_ops *ops)
+{
+    for (size_t i = 0; ops && i < ops->n_set; i++)
+        if (strcasecmp(ops->set[i].name, "host") == 0)
+            return str_make(ops->set[i].value, strlen(ops->set[i].value));
+    return STR_LIT("");
+}
+
 void hdr_build_request(struct sbuf *out, const struct http_msg *req, const struct hdr_request_ctx *ctx)
 {
-    struct str host = req->host.n ? req->host : ctx->fallback_host;
+    struct str client_host = req->host.n ? req->host : ctx->fallback_host;
+    struct str host = hdr_host_override(ctx->ops);
+    if (!host.n)
+        host = client_host;
     sbuf_append_str(out, req->method);
     sbuf_append(out, " ", 1);
     sbuf_append_str(out, ctx->path);
@@ -140,7 +154,7 @@ void hdr_build_request(struct sbuf *out, const struct http_msg *req, const struc
             sbuf_append_header(out, h->name, h->value);
     }
     hdr_append_ops(out, ctx->ops);
-    hdr_append_forwarding(out, req, ctx, host);
+    hdr_append_forwarding(out, req, ctx, client_host); /* X-Forwarded-Host: what the client asked */
     hdr_append_framing(out, ctx->framing, ctx->length);
     if (ctx->tunnel) {
         sbuf_append_header(out, STR_LIT("Connection"), STR_LIT("upgrade"));

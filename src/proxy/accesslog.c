@@ -51,12 +51,29 @@ static void accesslog_refresh_time(struct accesslog *log)
     log->cached_sec = now;
 }
 
-/* Escapes quotes, backslashes and control bytes so a line stays one parseable line. */
+/* Length of the valid UTF-8 sequence at S (1-4), or 0 if S does not start one. */
+static size_t accesslog_utf8_len(const unsigned char *s, size_t n)
+{
+    size_t len = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+    if (!len || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* Escapes quotes, backslashes and control bytes so a line stays one parseable line; JSON keeps
+ * valid UTF-8 as it is and escapes stray bytes so the line stays valid JSON. */
 static void accesslog_escaped(struct sbuf *out, struct str s, bool json)
 {
     for (size_t i = 0; i < s.n; i++) {
         unsigned char c = (unsigned char)s.p[i];
-        if (c == '"' || c == '\\') {
+        size_t u = json && c >= 0x80 ? accesslog_utf8_len((const unsigned char *)s.p + i, s.n - i) : 0;
+        if (u) {
+            sbuf_append(out, s.p + i, u);
+            i += u - 1;
+        } else if (c == '"' || c == '\\') {
             char esc[2] = { '\\', (char)c };
             sbuf_append(out, esc, 2);
         } else if (c < 0x20 || c == 0x7f || (json && c >= 0x80)) {

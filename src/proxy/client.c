@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -78,6 +80,8 @@ static void client_on_event(struct loop_io *io, uint32_t events)
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->rdhup = true; /* an EOF waits behind the data: keep reading until it shows */
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->writable = true;
     if (c->ex)
@@ -155,6 +159,8 @@ static void client_read_head(struct client *c)
             client_close(c); /* peer closed (or reset) between or inside heads */
             return;
         }
+        if ((size_t)n < buf_space(c->in) && !c->rdhup)
+            c->readable = false; /* short read: drained; the next edge brings more */
         c->in->wpos += (uint32_t)n;
     }
     if (!buf_len(c->in)) {
@@ -199,6 +205,10 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *peer, sockle
     c->timer.on_fire = client_on_timer;
     c->task.run = client_resume_task;
     c->w = w;
+    /* Our writes are whole messages or large pieces: Nagle would only hold back the tail of a
+     * response until the client's delayed ACK (tens of milliseconds). */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
     if (loop_add(w->loop, &c->io) < 0) {
         log_warn("epoll_ctl: %s", strerror(errno));

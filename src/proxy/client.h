@@ -31,6 +31,7 @@ struct client {
     uint32_t requests;             /* exchanges started on this connection */
     bool readable, writable;
     bool closed;
+    bool rdhup;                    /* the peer's FIN was seen: a short read is not "drained" */
     bool head_timer_armed;         /* header_timeout runs (first byte of a head seen) */
 };
 

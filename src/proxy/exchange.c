@@ -456,6 +456,8 @@ static enum ex_step ex_read_head(struct exchange *ex)
         if (n <= 0)
             return buf_len(uc->in) ? ex_upstream_failed(ex, 502, "truncated response head")
                                    : ex_upstream_failed(ex, 502, n ? strerror(errno) : "closed before responding");
+        if ((size_t)n < buf_space(uc->in) && !uc->rdhup)
+            uc->readable = false; /* short read: drained; the next edge brings more */
         uc->in->wpos += (uint32_t)n;
     }
 }
@@ -560,9 +562,15 @@ static enum ex_step ex_body_step(struct exchange *ex)
             ex->client_close = true; /* the rest of the request body is still on the wire */
         return ex_finish(ex, reusable);
     }
-    if (s == PUMP_SRC_EOF || s == PUMP_SRC_ERROR)
+    if (s == PUMP_SRC_EOF || s == PUMP_SRC_ERROR) {
         log_warn("upstream %s server %s: response body %s", ex->route->upstream->name, ex_server(ex)->address,
                  s == PUMP_SRC_EOF ? "truncated" : "malformed");
+        if (ex->resp_pump.bytes_out == 0) { /* nothing reached the client: it can still get a 502 */
+            upstream_close(uc);
+            ex->uc = NULL;
+            return ex_send_error(ex, 502);
+        }
+    }
     if (s != PUMP_BLOCKED)
         return ex_abort_client(ex); /* the head is out: closing is the only way to say it failed */
     return EX_WAIT;
@@ -626,6 +634,8 @@ static void ex_on_upstream_event(struct upstream_conn *uc, uint32_t events)
 {
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         uc->readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        uc->rdhup = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         uc->writable = true;
     ex_run(uc->ex);

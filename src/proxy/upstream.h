@@ -28,6 +28,7 @@ struct upstream_conn {
     bool readable, writable;
     bool connected;                   /* the TCP handshake completed */
     bool idle;                        /* linked in its pool's idle list */
+    bool rdhup;                       /* the server's FIN was seen: a short read is not "drained" */
     bool closed;
 };
 

@@ -105,7 +105,7 @@ def test_busy_backend_is_avoided(make_portero, backend_factory, balance):
 
 def test_least_conn_spreads_concurrent_requests(make_portero, backend_factory):
     """With equally slow backends, concurrent requests spread evenly (each has <= 1 more)."""
-    bs = [backend_factory("s%d" % i, delay=1.5) for i in range(3)]
+    bs = [backend_factory("s%d" % i, delay=2.5) for i in range(3)]
     port = free_port()
     make_portero(proxy_config(port, bs, balance="least_conn"), ports=[port])
     picks = _concurrent_picks(port, 6, 0.1)

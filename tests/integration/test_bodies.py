@@ -239,3 +239,40 @@ def test_upload_backpressure_backend_not_reading(make_portero):
         assert wait_for(lambda: rb.total_bytes() >= total, timeout=5)
     finally:
         rb.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# A side that goes away mid-body
+
+def test_client_abort_mid_upload_never_completes_upstream(make_portero):
+    rb = RawBackend(respond="request")
+    port = free_port()
+    p = make_portero(portero_config(port, {"app": [rb.port]}), ports=[port])
+    try:
+        with RawClient(port, timeout=30) as c:
+            c.send(b"POST /abort HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % MIB
+                   + b"a" * 100000)
+            assert wait_for(lambda: rb.total_bytes() >= 100000, timeout=15)
+        # client gone: portero must abort the upstream request, not complete it
+        assert wait_for(lambda: all(c.closed for c in rb.conns), timeout=15), \
+            "upstream connection left open after the client went away"
+        assert rb.complete_requests() == 0
+        assert p.running()
+    finally:
+        rb.stop()
+
+
+def test_client_abort_mid_download_releases_upstream(env):
+    with RawClient(env.port, timeout=30) as c:
+        c.send(b"GET /gone?stream=%d HTTP/1.1\r\nHost: test\r\n\r\n" % (1 << 30))
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < MIB and time.monotonic() < deadline:
+            got += len(c.read_available(0.5))
+        assert got >= MIB, "download did not start"
+    assert wait_for(lambda: env.backend.open_connections == 0, timeout=20), \
+        "portero kept the upstream transfer going after the client left"
+    # and it still serves
+    with RawClient(env.port) as c:
+        c.send(b"GET /still HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert json.loads(c.read_response().body)["path"] == "/still"

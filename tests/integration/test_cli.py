@@ -231,3 +231,53 @@ def test_valid_config_starts_and_listens(make_portero):
     assert p.running()
     assert wait_for(lambda: "listening on" in p.stderr_text(), 5), p.stderr_text()
     assert p.stop() == 0
+
+
+def _listen_sockets(port):
+    """LISTEN sockets on PORT (IPv4), from /proc/net/tcp."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 3 and fields[1].endswith(":%04X" % port) and fields[3] == "0A":
+                n += 1
+    return n
+
+
+@pytest.mark.parametrize("workers", ["3", "auto"])
+def test_workers_each_have_their_own_listening_socket(make_portero, workers):
+    """Item 3: `workers: auto|N`; each worker opens its own SO_REUSEPORT socket per listener,
+    and all of them serve."""
+    import os
+    import requests
+    want = 3 if workers == "3" else os.sysconf("SC_NPROCESSORS_ONLN")
+    port = free_port()
+    text = (VALID_HEAD % {"port": port}).replace("workers: 1", "workers: %s" % workers) + \
+        "routes:\n  - match: { path_prefix: / }\n    respond: { status: 200, body: ok }\n"
+    p = make_portero(text, ports=[port])
+    assert wait_for(lambda: _listen_sockets(port) == want, 5), _listen_sockets(port)
+    assert len(os.listdir("/proc/%d/task" % p.pid)) >= want
+    for _ in range(30):       # new connections, spread by the kernel
+        assert requests.get("http://127.0.0.1:%d/" % port,
+                            headers={"Connection": "close"}, timeout=15).text == "ok"
+
+
+def test_ipv6_listener(make_portero):
+    """A listener address "[::1]:PORT" serves IPv6 clients (curl)."""
+    import socket as _s
+    try:
+        s = _s.socket(_s.AF_INET6)
+        s.bind(("::1", 0))
+        s.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    port = free_port()
+    text = (VALID_HEAD % {"port": port}).replace('"127.0.0.1:%d"' % port, '"[::1]:%d"' % port) \
+        + "routes:\n  - match: { path_prefix: / }\n    respond: { status: 200, body: six }\n"
+    p = make_portero(text, expect_start=True)
+    assert wait_for(lambda: "listening on" in p.stderr_text() or not p.running(), 10)
+    assert p.running(), p.stderr_text()
+    r = subprocess.run(["curl", "-sS", "-g", "--max-time", "15",
+                        "http://[::1]:%d/" % port], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "six"

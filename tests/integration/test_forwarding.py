@@ -14,11 +14,12 @@ Error answers never reveal a backend address.
 
 import hashlib
 import json
+import subprocess
 
 import pytest
 import requests
 
-from conftest import RawConn, free_port, proxy_config, url
+from conftest import RawConn, free_port, proxy_config, url, wait_for
 
 HOP_BY_HOP = ("keep-alive", "proxy-connection", "te", "trailer", "upgrade", "transfer-encoding")
 
@@ -276,3 +277,40 @@ routes:
         blob = resp.text + "".join("%s: %s\n" % kv for kv in resp.headers.items())
         assert "127.0.0.1" not in blob
         assert str(bport) not in blob
+
+
+def test_ipv6_client_forwarding_headers(make_portero, backend_factory):
+    """An IPv6 client: X-Forwarded-For gets "::1"; RFC 7239 quotes it: for="[::1]"."""
+    import socket as _s
+    try:
+        s = _s.socket(_s.AF_INET6)
+        s.bind(("::1", 0))
+        s.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    b = backend_factory()
+    port = free_port()
+    text = proxy_config(port, [b], forwarding="{ forwarded: true }").replace(
+        '"127.0.0.1:%d"' % port, '"[::1]:%d"' % port)
+    p = make_portero(text)
+    assert wait_for(lambda: "listening on" in p.stderr_text() or not p.running(), 10)
+    r = subprocess.run(["curl", "-sS", "-g", "--max-time", "15",
+                        "http://[::1]:%d/v6" % port], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    h = json.loads(r.stdout)["headers"]
+    assert h["x-forwarded-for"] == "::1"
+    assert 'for="[::1]"' in h["forwarded"]
+
+
+def test_curl_through_proxy_with_chunked_upstream(simple):
+    """curl (a real client) gets a re-chunked upstream body intact, and hop-by-hop headers
+    of the backend never reach it."""
+    port, b = simple
+    r = subprocess.run(["curl", "-sS", "-i", "--max-time", "15",
+                        url(port, "/c?chunked=1&size=100000&hdr=Keep-Alive:timeout=9")],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    head, _, body = r.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"keep-alive: timeout" not in head.lower()
+    assert body == b"x" * 100000

@@ -61,6 +61,16 @@ def test_head_has_no_body(env, target):
     assert env.backend.requests[0]["method"] == "HEAD"
 
 
+def test_head_close_delimited_upstream(env):
+    """HEAD to a backend that would delimit the body by close: no body, no waiting."""
+    with RawClient(env.port) as c:
+        request(c, "/hc?close=1", method="HEAD")
+        r = c.read_response(method="HEAD")
+        assert r.status == 200 and r.body == b""
+        assert c.read_available(0.3) == b""
+        check_followup(c)
+
+
 def test_204_has_no_body(env):
     with RawClient(env.port) as c:
         request(c, "/nc?status=204")
@@ -323,6 +333,21 @@ def test_expect_100_continue_chunked(env):
         assert json.loads(r.body)["body_sha256"] == hashlib.sha256(b"hello").hexdigest()
 
 
+def test_expect_ignored_for_http10_client(env):
+    """RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored."""
+    body = b"ten" * 100
+    with RawClient(env.port) as c:
+        request(c, "/exp10", method="POST", version="HTTP/1.0",
+                headers=b"Content-Length: %d\r\nExpect: 100-continue\r\n" % len(body))
+        early = c.read_available(1.0)
+        assert b"100 Continue" not in early, early
+        c.buf = early
+        c.send(body)
+        r = c.read_response()
+        assert r.interim == [] and r.status == 200
+        assert json.loads(r.body)["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
 def test_expect_too_large_413_without_100(make_portero, backend_factory):
     b = backend_factory("E")
     port = free_port()
@@ -363,3 +388,73 @@ def test_body_too_large_413_without_expect(make_portero, backend_factory):
         assert c.wait_closed(10)
     time.sleep(0.3)
     assert b.requests == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Upstream responses in unusual (valid) shapes, from a raw backend
+
+def raw_env(make_portero, response, keep_alive=False, workers=2):
+    from rawbackend import RawBackend
+    rb = RawBackend(response=response, keep_alive=keep_alive)
+    port = free_port()
+    make_portero(portero_config(port, {"app": [rb.port]}, workers=workers), ports=[port])
+    return port, rb
+
+
+def test_upstream_chunk_extensions_and_trailers(make_portero):
+    port, rb = raw_env(make_portero,
+                       b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n"
+                       b"5;ext=1;q=\"a b\"\r\nhello\r\n6\r\n world\r\n0\r\nX-T: v\r\n\r\n")
+    try:
+        with RawClient(port) as c:
+            request(c, "/t")
+            r = c.read_response()
+            assert r.status == 200 and r.complete
+            assert r.body == b"hello world"
+            assert r.framing == "chunked"
+    finally:
+        rb.stop()
+
+
+def test_upstream_http10_close_delimited(make_portero):
+    port, rb = raw_env(make_portero, b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+                                     b"hello from 1.0")
+    try:
+        with RawClient(port) as c:
+            request(c, "/ten")
+            r = c.read_response()
+            assert r.status == 200 and r.body == b"hello from 1.0"
+            assert r.framing == "chunked"
+            request(c, "/ten2")
+            assert c.read_response().body == b"hello from 1.0"
+    finally:
+        rb.stop()
+
+
+def test_upstream_http10_response_not_reused(make_portero):
+    """An HTTP/1.0 response without keep-alive ends its connection (RFC 9112 §9.3) even if
+    the backend leaves it open: portero must not reuse it."""
+    port, rb = raw_env(make_portero, b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                       keep_alive=True, workers=1)
+    try:
+        for _ in range(2):
+            with RawClient(port) as c:
+                request(c, "/ten")
+                r = c.read_response()
+                assert r.status == 200 and r.body == b"ok"
+        assert rb.connections == 2
+    finally:
+        rb.stop()
+
+
+def test_unsolicited_100_continue_from_upstream(make_portero):
+    port, rb = raw_env(make_portero, b"HTTP/1.1 100 Continue\r\n\r\n"
+                                     b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
+    try:
+        with RawClient(port) as c:
+            request(c, "/uc")
+            r = c.read_response()
+            assert r.status == 200 and r.body == b"body"
+            assert all(i.status == 100 for i in r.interim)
+    finally:
+        rb.stop()

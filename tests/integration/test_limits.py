@@ -161,11 +161,13 @@ def _served(rc, timeout):
     return data
 
 
-def test_max_connections(make_portero, backend_factory):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_max_connections(make_portero, backend_factory, workers):
     """max_connections: 2 -> a third connection is not served until one of the first two
-    closes; then it is."""
+    closes; then it is. The limit is per process, so it holds with two workers too."""
     b = backend_factory()
-    port = start(make_portero, [b], limits="{ max_connections: 2, keepalive_timeout: 60s }")
+    port = start(make_portero, [b], workers=workers,
+                 limits="{ max_connections: 2, keepalive_timeout: 60s }")
     c1, c2 = RawConn(port, timeout=15), RawConn(port, timeout=15)
     try:
         for c in (c1, c2):

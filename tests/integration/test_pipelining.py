@@ -11,7 +11,8 @@ from rawbackend import RawClient, ConnectionClosed, portero_config
 
 ROUTES = ['{ match: { path: /local }, respond: { status: 200, body: "local\\n", '
           'headers: { Content-Type: text/plain } } }',
-          '{ match: { path_prefix: / }, upstream: app }']
+          '{ match: { path_prefix: /dead }, upstream: dead }',
+          '{ match: { host: test, path_prefix: / }, upstream: app }']
 
 
 class Env:
@@ -24,7 +25,9 @@ class Env:
 def env(make_portero, backend_factory):
     b = backend_factory("P")
     port = free_port()
-    make_portero(portero_config(port, {"app": [b.port]}, routes=ROUTES), ports=[port])
+    dead = free_port()   # nothing listens there: connection refused -> 502
+    make_portero(portero_config(port, {"app": [b.port], "dead": [dead]}, routes=ROUTES),
+                 ports=[port])
     return Env(port, b)
 
 
@@ -161,3 +164,64 @@ def test_pipelined_many_small_sent_byte_by_byte_boundaries(env):
             assert json.loads(c.read_response().body)["path"] == "/s%d" % i
         j = json.loads(c.read_response().body)
         assert j["path"] == "/sp" and j["body_sha256"] == hashlib.sha256(b"abcdef").hexdigest()
+
+
+def test_pipelined_errors_in_the_middle_keep_order(env):
+    """A 502 (refused upstream) and a 404 (no route) between proxied requests."""
+    data = (get("/one") + get("/dead/x") + get("/two") +
+            b"GET /three HTTP/1.1\r\nHost: nowhere.example\r\n\r\n" + get("/four"))
+    with RawClient(env.port, timeout=30) as c:
+        c.send(data)
+        r = c.read_response()
+        assert r.status == 200 and json.loads(r.body)["path"] == "/one"
+        r = c.read_response()
+        assert r.status == 502, r
+        r = c.read_response()
+        assert r.status == 200 and json.loads(r.body)["path"] == "/two"
+        r = c.read_response()
+        assert r.status == 404, r
+        r = c.read_response()
+        assert r.status == 200 and json.loads(r.body)["path"] == "/four"
+        assert c.still_open(0.3)
+
+
+def test_pipelined_after_close_delimited_and_chunked_upstream(env):
+    with RawClient(env.port, timeout=30) as c:
+        c.send(get("/a?close=1&size=3000") + get("/b") + get("/c?chunked=1&size=4000") +
+               get("/d?close=1") + get("/e"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"x" * 3000
+        assert json.loads(c.read_response().body)["path"] == "/b"
+        assert c.read_response().body == b"x" * 4000
+        assert json.loads(c.read_response().body)["path"] == "/d"
+        assert json.loads(c.read_response().body)["path"] == "/e"
+
+
+def test_pipelined_large_responses_client_reads_late(env):
+    """Ten 1 MiB responses pipelined; the client reads only after sending everything and
+    a pause: all arrive complete and in order."""
+    import time
+    n = 10
+    with RawClient(env.port, timeout=60) as c:
+        c.send(b"".join(get("/big%d?size=%d&hdr=X-N:%d" % (i, 1 << 20, i)) for i in range(n)))
+        time.sleep(1.0)
+        for i in range(n):
+            r = c.read_response()
+            assert r.status == 200 and len(r.body) == 1 << 20
+            assert r.header("x-n") == str(i)
+
+
+def test_body_that_looks_like_a_request_stays_a_body(env):
+    """A GET whose Content-Length body holds the bytes of another request: the backend gets
+    one request with that body, never a second request."""
+    inner = b"GET /smuggled HTTP/1.1\r\nHost: test\r\n\r\n"
+    with RawClient(env.port) as c:
+        c.send(b"GET /outer HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(inner)
+               + inner + get("/next"))
+        r1 = c.read_response()
+        j = json.loads(r1.body)
+        assert j["path"] == "/outer" and j["body_len"] == len(inner)
+        assert json.loads(c.read_response().body)["path"] == "/next"
+        assert c.still_open(0.3)
+    targets = [q["target"] for q in env.backend.requests]
+    assert targets == ["/outer", "/next"], targets

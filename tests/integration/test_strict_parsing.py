@@ -291,6 +291,45 @@ def test_header_count_too_many_431(env):
     assert_rejected(env, req(fields), {431})
 
 
+def test_request_line_limit_detected_before_line_ends(env):
+    """An endless request line is refused once it passes the limit, without waiting for its
+    end (or for the 10 s header timeout)."""
+    with RawClient(env.port, timeout=15) as c:
+        c.try_send(b"GET /" + b"a" * 3000)
+        t0 = time.monotonic()
+        r = c.read_response()
+        assert r.status == 414
+        assert time.monotonic() - t0 < 8, "answered only at the header timeout"
+        assert c.wait_closed(10)
+    assert env.rb.total_bytes() == 0
+
+
+def test_header_limit_detected_before_head_ends(env):
+    with RawClient(env.port, timeout=15) as c:
+        c.try_send(b"GET / HTTP/1.1\r\nHost: test\r\nX-Big: " + b"v" * 6000)
+        t0 = time.monotonic()
+        r = c.read_response()
+        assert r.status == 431
+        assert time.monotonic() - t0 < 8, "answered only at the header timeout"
+        assert c.wait_closed(10)
+    assert env.rb.total_bytes() == 0
+
+
+def test_valid_unusual_fields_accepted(env):
+    """Things that look odd but are valid: obs-text in a value, OWS around it, a tab inside,
+    leading empty line before the request line, tchar punctuation in a field name."""
+    data = (b"\r\nGET /odd HTTP/1.1\r\nHost: test\r\nX-Text: caf\xc3\xa9\r\n"
+            b"X-Ows: \t padded \t\r\nX-Tab: a\tb\r\nX-!#$%&'*+.^_`|~: tchar\r\n\r\n")
+    r, _, _ = send_and_read(env.port, data, wait_close=0.2)
+    assert r is not None and r.status == 200
+    got = env.rb.all_bytes()
+    assert got.startswith(b"GET /odd HTTP/1.1\r\n")
+    assert b"X-Text: caf\xc3\xa9\r\n" in got
+    assert b"X-Tab: a\tb\r\n" in got
+    assert b"X-Ows: padded\r\n" in got or b"X-Ows: \t padded \t\r\n" in got
+    assert b"X-!#$%&'*+.^_`|~: tchar\r\n" in got
+
+
 def test_headers_within_limits_ok(env):
     fields = [H.strip()] + [b"X-F%d: v" % i for i in range(15)]
     r, _, _ = send_and_read(env.port, req(fields), wait_close=0.2)
@@ -316,6 +355,11 @@ CHUNK_CASES = [
     ("size_bare_lf", b"5\nhello\r\n0\r\n\r\n"),
     ("missing_crlf_after_data", b"5\r\nhelloXX0\r\n\r\n"),
     ("data_longer_than_size", b"3\r\nhello\r\n0\r\n\r\n"),
+    ("extension_with_nul", b"5;a\x00b\r\nhello\r\n0\r\n\r\n"),
+    ("extension_with_bare_cr", b"5;a\rb\r\nhello\r\n0\r\n\r\n"),
+    ("trailer_bare_lf", b"5\r\nhello\r\n0\r\nX-T: v\n\r\n"),
+    ("trailer_nul", b"5\r\nhello\r\n0\r\nX-T: a\x00b\r\n\r\n"),
+    ("trailer_obs_fold", b"5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n"),
 ]
 
 

@@ -76,6 +76,9 @@ HEAD_CASES = [
     ("status_line_no_space", b"HTTP/1.1200 OK\r\nX-Leak: LEAK\r\nContent-Length: 4\r\n\r\nLEAK"),
     ("status_line_bad_protocol", b"ICY 200 OK\r\nX-Leak: LEAK\r\nContent-Length: 4\r\n\r\nLEAK"),
     ("status_line_http2", b"HTTP/2.0 200 OK\r\nX-Leak: LEAK\r\nContent-Length: 4\r\n\r\nLEAK"),
+    ("unsolicited_101",
+     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+     b"X-Leak: LEAK\r\n\r\nLEAK"),
     ("garbage", b"SSH-2.0-OpenSSH_9.2 LEAK\r\n\r\n"),
     ("empty_then_close", b""),
     ("head_never_completes", b"HTTP/1.1 200 OK\r\nX-Leak: LEAK\r\nContent-Le"),
@@ -178,7 +181,8 @@ BODY_CASES = [
 @pytest.mark.parametrize("response", [c[1] for c in BODY_CASES], ids=[c[0] for c in BODY_CASES])
 def test_malformed_response_body_is_not_completed(make_portero, response):
     """The head was valid, so it may already have been forwarded. Then the client's response
-    must end abnormally (connection closed, body incomplete), never look complete."""
+    must end abnormally (connection closed, body incomplete), never look complete. If nothing
+    had reached the client yet, the answer is a 502 (not a silently closed connection)."""
     port, rb, p = start(make_portero, response)
     try:
         with RawClient(port, timeout=30) as c:
@@ -187,6 +191,8 @@ def test_malformed_response_body_is_not_completed(make_portero, response):
                 r = c.read_response()
             except ConnectionClosed as e:
                 assert LEAK not in e.partial
+                assert e.partial != b"", ("connection closed without a byte: nothing had been "
+                                          "forwarded, so the client should get a 502")
                 r = None
             if r is not None and r.status == 502:
                 assert_502(r, rb)
@@ -197,5 +203,24 @@ def test_malformed_response_body_is_not_completed(make_portero, response):
                 assert r.body in (b"", b"hello"), r.body
                 assert c.wait_closed(15)
         assert p.running()
+    finally:
+        rb.stop()
+
+
+@pytest.mark.parametrize("method,response", [
+    ("GET", b"HTTP/1.1 204 No Content\r\n\r\nLEAK-after-204"),
+    ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 4\r\n\r\nLEAK"),
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nLEAK"),
+], ids=["204_with_body", "304_with_body", "head_with_body"])
+def test_body_bytes_on_bodiless_response_never_reach_client(make_portero, method, response):
+    port, rb, _ = start(make_portero, response, workers=1, keep_alive=True)
+    try:
+        with RawClient(port, timeout=30) as c:
+            for i in range(3):
+                c.send(b"%s /nb%d HTTP/1.1\r\nHost: test\r\n\r\n" % (method.encode(), i))
+                r = c.read_response(method=method)
+                assert r.status == int(response[9:12]) and r.body == b"", (i, r)
+                time.sleep(0.2)
+            assert LEAK not in c.read_available(0.5)
     finally:
         rb.stop()

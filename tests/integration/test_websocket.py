@@ -211,6 +211,54 @@ def test_raw_frames_both_ways_and_close(make_portero, wss):
         assert c.wait_closed(15), "tunnel not closed after the backend closed"
 
 
+def test_frame_sent_right_after_handshake_request(make_portero, wss):
+    """The client writes its first frame in the same packet as the upgrade request, before
+    the 101 arrives: the bytes must be delivered through the tunnel after the 101."""
+    port = start(make_portero, wss.port)
+    with RawClient(port, timeout=20) as c:
+        key = base64.b64encode(os.urandom(16))
+        mask = os.urandom(4)
+        payload = b"early-bird"
+        frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(
+            b ^ mask[i % 4] for i, b in enumerate(payload))
+        c.send(b"GET /early HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13"
+               b"\r\n\r\n" % key + frame)
+        r = c.read_head()
+        assert r.status == 101
+        assert ws_recv(c) == (0x1, payload)
+
+
+def test_large_messages_both_ways(make_portero, wss):
+    port = start(make_portero, wss.port)
+
+    async def client():
+        async with websockets.connect("ws://127.0.0.1:%d/large" % port, ping_interval=None,
+                                      open_timeout=20, close_timeout=10, max_size=None) as ws:
+            out = []
+            for n in (1 << 20, 3 << 20):
+                m = os.urandom(n)
+                await ws.send(m)
+                out.append((m, await ws.recv()))
+            return out
+
+    for sent, got in run(client()):
+        assert got == sent
+
+
+def test_client_vanishing_closes_backend_side(make_portero, wss):
+    port = start(make_portero, wss.port)
+    with RawClient(port, timeout=20) as c:
+        r, _ = ws_handshake(c, "/vanish")
+        assert r.status == 101
+        ws_send(c, 0x1, b"x")
+        assert ws_recv(c) == (0x1, b"x")
+    deadline = time.monotonic() + 15
+    while "/vanish" not in wss.closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "/vanish" in wss.closed, "backend side of the tunnel still open"
+
+
 def test_upgrade_refused_by_backend_is_forwarded(make_portero, wss):
     port = start(make_portero, wss.port)
     with RawClient(port, timeout=20) as c:

@@ -722,4 +722,72 @@ UNIT_TEST(test_dst_error_on_prefix)
     buf_drain_free_list();
 }
 
+UNIT_TEST(test_limit_stops_chunked_body_before_excess_leaves)
+{
+    struct rig r;
+    CHECK_EQ_INT(rig_open(&r), 0);
+    size_t n = 100 * 1000;
+    char *data = random_bytes(n);
+    struct sbuf enc = { 0 };
+    chunk_encode(&enc, data, n);
+    struct feed f = { enc.p, enc.len, 0, false, false };
+    struct pump p;
+    pump_init(&p, H1_BODY_CHUNKED, 0, false, NULL);
+    p.limit = 50 * 1000;
+    struct buf *b = NULL;
+    struct sbuf got = { 0 };
+    CHECK_EQ_INT(drive(&p, &b, &r, &f, &got, 0), PUMP_TOO_LARGE);
+    CHECK(got.len <= 50 * 1000);
+    CHECK(memcmp(got.p ? got.p : "", data, got.len) == 0);
+    buf_put(b);
+    free(data);
+    sbuf_free(&got);
+    sbuf_free(&enc);
+    rig_close(&r);
+    buf_drain_free_list();
+}
+
+UNIT_TEST(test_limit_exactly_reached_is_fine)
+{
+    struct rig r;
+    CHECK_EQ_INT(rig_open(&r), 0);
+    write_all(r.s[1], "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", 20);
+    struct pump p;
+    pump_init(&p, H1_BODY_CHUNKED, 0, false, NULL);
+    p.limit = 5;
+    struct buf *b = NULL;
+    struct sbuf got = { 0 };
+    CHECK_EQ_INT(drive(&p, &b, &r, NULL, &got, 0), PUMP_DONE);
+    CHECK(sbuf_is(&got, "abcde"));
+    CHECK_EQ_INT(p.body, 5);
+    buf_put(b);
+    sbuf_free(&got);
+    rig_close(&r);
+    buf_drain_free_list();
+}
+
+UNIT_TEST(test_tap_copies_length_body)
+{
+    struct rig r;
+    CHECK_EQ_INT(rig_open(&r), 0);
+    struct buf *b = buf_get();
+    memcpy(buf_wptr(b), "par", 3);
+    b->wpos += 3;
+    write_all(r.s[1], "tial bodyEXTRA", 14);
+    struct sbuf tap = { 0 };
+    struct pump p;
+    pump_init(&p, H1_BODY_LENGTH, 12, false, NULL);
+    p.tap = &tap;
+    struct sbuf got = { 0 };
+    CHECK_EQ_INT(drive(&p, &b, &r, NULL, &got, 0), PUMP_DONE);
+    CHECK(sbuf_is(&got, "partial body"));
+    CHECK(sbuf_is(&tap, "partial body"));
+    CHECK(buf_is(b, "EXTRA"));
+    buf_put(b);
+    sbuf_free(&tap);
+    sbuf_free(&got);
+    rig_close(&r);
+    buf_drain_free_list();
+}
+
 UNIT_MAIN()
