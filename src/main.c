@@ -97,6 +97,8 @@ static int main_run(struct config *cfg)
     size_t n_fds = (size_t)cfg->workers * cfg->n_listeners;
     int *fds = calloc(n_fds ? n_fds : 1, sizeof *fds);
     struct worker *workers = calloc(cfg->workers, sizeof *workers);
+    struct worker_group group = { .workers = workers, .n_workers = cfg->workers,
+                                  .max_connections = cfg->limits.max_connections };
     struct balance_ring **rings = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *rings);
     for (size_t i = 0; i < n_fds && fds; i++)
         fds[i] = -1;
@@ -109,7 +111,7 @@ static int main_run(struct config *cfg)
     unsigned started = 0;
     for (; started < cfg->workers; started++) {
         struct worker *w = &workers[started];
-        if (worker_init(w, started, cfg, &fds[started * cfg->n_listeners], rings, access_fd) < 0 ||
+        if (worker_init(w, &group, started, cfg, &fds[started * cfg->n_listeners], rings, access_fd) < 0 ||
             worker_start(w) < 0) {
             log_error("cannot start worker %u", started);
             worker_destroy(w);
@@ -123,10 +125,10 @@ static int main_run(struct config *cfg)
         main_wait_for_stop();
     for (unsigned i = 0; i < started; i++)
         worker_request_stop(&workers[i]);
-    for (unsigned i = 0; i < started; i++) {
+    for (unsigned i = 0; i < started; i++)
         worker_join(&workers[i]);
+    for (unsigned i = 0; i < started; i++) /* after every join: a worker may wake another */
         worker_destroy(&workers[i]);
-    }
     status = started == cfg->workers ? 0 : 1;
     log_info("stopped");
 out:

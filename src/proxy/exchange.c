@@ -28,8 +28,13 @@ struct exchange {
     struct worker *w;
     struct config *cfg;               /* reference held until the exchange ends */
     enum ex_state state;
-    struct http_msg req;              /* slices into req_raw */
-    char *req_raw;                    /* owned copy of the request head */
+    struct http_msg req;              /* slices into req_raw; headers = req_hdrs */
+    char *req_raw;                    /* owned copy of the request head (capacity req_raw_cap) */
+    uint32_t req_raw_cap;
+    struct http_header *req_hdrs;     /* owned, capacity req_hdrs_cap */
+    uint32_t req_hdrs_cap;
+    uint32_t resp_hdrs_cap;
+    size_t tried_cap;
     const struct conf_route *route;
     uint64_t t_start;
     char client_ip[48];
@@ -71,6 +76,24 @@ static const struct conf_server *ex_server(const struct exchange *ex)
     return &ex->route->upstream->servers[ex->server];
 }
 
+/* Exchanges are recycled per thread with their arrays and head buffers, so a steady stream of
+ * requests allocates nothing once warm. */
+#define EX_CACHE_MAX 64
+static __thread struct exchange *ex_cache[EX_CACHE_MAX];
+static __thread unsigned ex_cache_n;
+
+static void ex_release_memory(struct exchange *ex)
+{
+    sbuf_free(&ex->up_head);
+    sbuf_free(&ex->resp_head);
+    sbuf_free(&ex->replay);
+    free(ex->resp_hdrs);
+    free(ex->req_hdrs);
+    free(ex->req_raw);
+    free(ex->tried);
+    free(ex);
+}
+
 static void ex_free(struct exchange *ex)
 {
     struct loop *loop = ex->w->loop;
@@ -79,15 +102,55 @@ static void ex_free(struct exchange *ex)
         balance_end(&ex->wu->bal, ex->server);
     if (ex->uc)
         upstream_close(ex->uc);
-    sbuf_free(&ex->up_head);
-    sbuf_free(&ex->resp_head);
-    free(ex->resp_hdrs);
-    free(ex->req.headers);
-    free(ex->req_raw);
-    free(ex->tried);
-    sbuf_free(&ex->replay);
     config_unref(ex->cfg);
-    free(ex);
+    if (ex_cache_n < EX_CACHE_MAX)
+        ex_cache[ex_cache_n++] = ex;
+    else
+        ex_release_memory(ex);
+}
+
+/* A zeroed exchange that keeps the allocations of a recycled one. */
+static struct exchange *ex_alloc(void)
+{
+    if (!ex_cache_n)
+        return calloc(1, sizeof(struct exchange));
+    struct exchange *ex = ex_cache[--ex_cache_n];
+    struct exchange keep = *ex;
+    memset(ex, 0, sizeof *ex);
+    ex->req_raw = keep.req_raw;
+    ex->req_raw_cap = keep.req_raw_cap;
+    ex->req_hdrs = keep.req_hdrs;
+    ex->req_hdrs_cap = keep.req_hdrs_cap;
+    ex->resp_hdrs = keep.resp_hdrs;
+    ex->resp_hdrs_cap = keep.resp_hdrs_cap;
+    ex->tried = keep.tried;
+    ex->tried_cap = keep.tried_cap;
+    ex->up_head = keep.up_head;
+    ex->resp_head = keep.resp_head;
+    ex->replay = keep.replay;
+    sbuf_reset(&ex->up_head);
+    sbuf_reset(&ex->resp_head);
+    sbuf_reset(&ex->replay);
+    return ex;
+}
+
+void exchange_drain_cache(void)
+{
+    while (ex_cache_n)
+        ex_release_memory(ex_cache[--ex_cache_n]);
+}
+
+/* Makes *ARR hold at least N elements of SIZE bytes; returns 0 or -1. */
+static int ex_reserve(void **arr, size_t *cap, size_t n, size_t size)
+{
+    if (*cap >= n)
+        return 0;
+    void *p = realloc(*arr, n * size);
+    if (!p)
+        return -1;
+    *arr = p;
+    *cap = n;
+    return 0;
 }
 
 static void ex_log(struct exchange *ex)
@@ -685,7 +748,7 @@ void exchange_on_client_timeout(struct exchange *ex)
 static struct exchange *ex_new(struct client *c)
 {
     struct worker *w = c->w;
-    struct exchange *ex = calloc(1, sizeof *ex);
+    struct exchange *ex = ex_alloc();
     if (!ex)
         return NULL;
     ex->c = c;
@@ -706,11 +769,14 @@ static int ex_adopt_head(struct exchange *ex, struct http_msg *req)
 {
     struct client *c = ex->c;
     const char *base = buf_rptr(c->in);
-    ex->req_raw = malloc(req->head_len);
-    ex->req = *req;
-    ex->req.headers = malloc(sizeof *req->headers * (req->n_headers ? req->n_headers : 1));
-    if (!ex->req_raw || !ex->req.headers)
+    size_t raw_cap = ex->req_raw_cap, hdrs_cap = ex->req_hdrs_cap;
+    if (ex_reserve((void **)&ex->req_raw, &raw_cap, req->head_len, 1) < 0 ||
+        ex_reserve((void **)&ex->req_hdrs, &hdrs_cap, req->n_headers ? req->n_headers : 1, sizeof *req->headers) < 0)
         return -1;
+    ex->req_raw_cap = (uint32_t)raw_cap;
+    ex->req_hdrs_cap = (uint32_t)hdrs_cap;
+    ex->req = *req;
+    ex->req.headers = ex->req_hdrs;
     memcpy(ex->req_raw, base, req->head_len);
 #define EX_REBASE(s) ((s).p = (s).p ? ex->req_raw + ((s).p - base) : NULL)
     EX_REBASE(ex->req.method);
@@ -748,12 +814,16 @@ static enum ex_step ex_forward(struct exchange *ex)
         ex->client_close = true;
         return ex_send_error(ex, 413);
     }
-    char *path = malloc(req->path.n + 2);
+    char path_small[2048];
+    char *path = req->path.n + 2 <= sizeof path_small ? path_small : malloc(req->path.n + 2);
     int plen = path ? route_upstream_path(r, req->path, path, req->path.n + 2) : -1;
     ex->wu = &ex->w->ups[r->upstream->index];
-    ex->tried = calloc(r->upstream->n_servers, sizeof *ex->tried);
-    if (plen < 0 || !ex->tried) {
-        free(path);
+    int tried_ok = ex_reserve((void **)&ex->tried, &ex->tried_cap, r->upstream->n_servers, sizeof *ex->tried);
+    if (tried_ok == 0)
+        memset(ex->tried, 0, r->upstream->n_servers * sizeof *ex->tried);
+    if (plen < 0 || tried_ok < 0) {
+        if (path != path_small)
+            free(path);
         return ex_send_error(ex, 500);
     }
     ex->tunnel_requested = req->conn_upgrade && req->upgrade.n;
@@ -767,9 +837,12 @@ static enum ex_step ex_forward(struct exchange *ex)
         .length = kind == H1_BODY_LENGTH ? (uint64_t)req->content_length : 0,
     };
     hdr_build_request(&ex->up_head, req, &rc);
-    free(path);
-    ex->resp_hdrs = malloc(sizeof *ex->resp_hdrs * ex->cfg->limits.max_headers);
-    if (ex->up_head.failed || !ex->resp_hdrs)
+    if (path != path_small)
+        free(path);
+    size_t resp_cap = ex->resp_hdrs_cap;
+    int resp_ok = ex_reserve((void **)&ex->resp_hdrs, &resp_cap, ex->cfg->limits.max_headers, sizeof *ex->resp_hdrs);
+    ex->resp_hdrs_cap = (uint32_t)resp_cap;
+    if (ex->up_head.failed || resp_ok < 0)
         return ex_send_error(ex, 500);
     pump_init(&ex->req_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)req->content_length : 0,
               kind == H1_BODY_CHUNKED, &ex->up_head);

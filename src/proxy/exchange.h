@@ -22,5 +22,7 @@ void exchange_on_client_event(struct exchange *ex, uint32_t events);
 void exchange_on_client_timeout(struct exchange *ex);
 /* The client connection is going away: drop the exchange (logs it as aborted). */
 void exchange_abort(struct exchange *ex);
+/* Frees this thread's recycled exchanges (at worker exit). */
+void exchange_drain_cache(void);
 
 #endif

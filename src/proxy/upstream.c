@@ -74,7 +74,9 @@ struct upstream_conn *upstream_pool_take(struct upstream_pool *pool)
         return NULL;
     upstream_unlink_idle(uc);
     loop_timer_stop(pool->loop, &uc->idle_timer);
-    uc->readable = true; /* a read will tell EAGAIN or EOF; edge events may have been consumed */
+    /* Idle connections that saw any read event were closed, so nothing is waiting to be read:
+     * reading before the request is out would only return EAGAIN. */
+    uc->readable = false;
     return uc;
 }
 

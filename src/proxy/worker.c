@@ -9,11 +9,15 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "proxy/client.h"
+#include "proxy/exchange.h"
 
 #define WORKER_ACCEPT_BATCH 64
 
 static void worker_pause_listeners(struct worker *w, bool pause)
 {
+    if (w->accept_paused == pause || w->draining)
+        return;
+    w->accept_paused = pause;
     for (size_t i = 0; i < w->n_listeners; i++) {
         struct worker_listener *l = &w->listeners[i];
         if (l->paused == pause || l->io.fd < 0)
@@ -31,8 +35,11 @@ static void worker_on_accept(struct loop_io *io, uint32_t events)
     (void)events;
     struct worker_listener *l = container_of(io, struct worker_listener, io);
     struct worker *w = l->w;
+    struct worker_group *g = w->group;
     for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
-        if (w->n_clients >= w->max_clients) {
+        /* Reserve a slot first, so that workers accepting at once cannot overshoot the limit. */
+        if (atomic_fetch_add(&g->connections, 1) >= g->max_connections) {
+            atomic_fetch_sub(&g->connections, 1);
             worker_pause_listeners(w, true); /* the kernel backlog holds the rest */
             return;
         }
@@ -40,6 +47,7 @@ static void worker_on_accept(struct loop_io *io, uint32_t events)
         socklen_t len = sizeof peer;
         int fd = accept4(io->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            atomic_fetch_sub(&g->connections, 1);
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
                 log_warn("accept on %s: %s", l->conf->address, strerror(errno));
             return;
@@ -50,14 +58,17 @@ static void worker_on_accept(struct loop_io *io, uint32_t events)
 
 void worker_client_closed(struct worker *w)
 {
+    struct worker_group *g = w->group;
     w->n_clients--;
-    if (w->draining) {
-        if (w->n_clients == 0)
-            loop_stop(w->loop);
-        return;
-    }
-    if (w->n_clients < w->max_clients)
+    if (atomic_fetch_sub(&g->connections, 1) >= g->max_connections) {
+        /* We were at the limit: every worker that paused may accept again. */
+        for (unsigned i = 0; i < g->n_workers; i++)
+            if (&g->workers[i] != w && g->workers[i].loop)
+                loop_wake(g->workers[i].loop);
         worker_pause_listeners(w, false);
+    }
+    if (w->draining && w->n_clients == 0)
+        loop_stop(w->loop);
 }
 
 static void worker_on_flush(struct loop_timer *t)
@@ -84,9 +95,10 @@ static void worker_begin_drain(struct worker *w)
     w->draining = true;
     for (size_t i = 0; i < w->n_listeners; i++) {
         struct worker_listener *l = &w->listeners[i];
-        if (!l->paused)
+        if (!l->paused && l->io.fd >= 0)
             loop_del(w->loop, &l->io);
-        close(l->io.fd);
+        if (l->io.fd >= 0)
+            close(l->io.fd);
         l->io.fd = -1;
     }
     struct client *c = w->clients;
@@ -107,6 +119,8 @@ static void worker_on_wake(void *arg)
     struct worker *w = arg;
     if (atomic_load(&w->stop_requested))
         worker_begin_drain(w);
+    else if (w->accept_paused && atomic_load(&w->group->connections) < w->group->max_connections)
+        worker_pause_listeners(w, false);
 }
 
 static void *worker_main(void *arg)
@@ -119,6 +133,7 @@ static void *worker_main(void *arg)
         for (size_t s = 0; s < w->cfg->upstreams[u].n_servers; s++)
             upstream_pool_close_idle(&w->ups[u].pools[s]);
     loop_flush_tasks(w->loop); /* the deferred frees the closes above queued */
+    exchange_drain_cache();
     buf_drain_free_list();
     return NULL;
 }
@@ -140,15 +155,14 @@ static int worker_init_upstreams(struct worker *w, struct balance_ring *const *r
     return 0;
 }
 
-int worker_init(struct worker *w, unsigned id, struct config *cfg, const int *fds,
-                struct balance_ring *const *rings, int access_fd)
+int worker_init(struct worker *w, struct worker_group *group, unsigned id, struct config *cfg,
+                const int *fds, struct balance_ring *const *rings, int access_fd)
 {
     memset(w, 0, sizeof *w);
     w->id = id;
+    w->group = group;
     w->cfg = config_ref(cfg);
     w->loop = loop_new();
-    unsigned per = (cfg->limits.max_connections + cfg->workers - 1) / cfg->workers;
-    w->max_clients = per ? per : 1;
     w->flush_timer.on_fire = worker_on_flush;
     w->drain_timer.on_fire = worker_on_drain_timeout;
     w->listeners = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof *w->listeners);
@@ -195,5 +209,6 @@ void worker_destroy(struct worker *w)
     free(w->listeners);
     accesslog_destroy(&w->alog);
     loop_free(w->loop);
+    w->loop = NULL;
     config_unref(w->cfg);
 }

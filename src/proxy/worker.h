@@ -23,6 +23,15 @@ struct worker_listener {
     bool paused;
 };
 
+/* What the workers of one process share: the process-wide connection count behind
+ * limits.max_connections (touched on accept and close only, never per request). */
+struct worker_group {
+    struct worker *workers;
+    unsigned n_workers;
+    atomic_uint connections;
+    unsigned max_connections;
+};
+
 struct worker_upstream {
     struct balance_state bal;
     struct upstream_pool *pools;     /* one per server, owned */
@@ -38,7 +47,8 @@ struct worker {
     struct worker_upstream *ups;     /* indexed like cfg->upstreams */
     struct client *clients;          /* every open client connection (for drain) */
     uint32_t n_clients;
-    uint32_t max_clients;            /* this worker's share of limits.max_connections */
+    struct worker_group *group;      /* shared, owned by main */
+    bool accept_paused;              /* at max_connections: listeners out of epoll */
     bool draining;
     struct accesslog alog;
     struct loop_timer flush_timer;
@@ -48,8 +58,8 @@ struct worker {
 
 /* Prepares W (loop, pools, balancers) with listening fds FDS (one per cfg listener, taken over).
  * RINGS: hash rings per upstream (NULL entries for non-hash), shared read-only. */
-int worker_init(struct worker *w, unsigned id, struct config *cfg, const int *fds,
-                struct balance_ring *const *rings, int access_fd);
+int worker_init(struct worker *w, struct worker_group *group, unsigned id, struct config *cfg,
+                const int *fds, struct balance_ring *const *rings, int access_fd);
 int worker_start(struct worker *w);
 /* Thread-safe: asks W to drain and stop; join with worker_join. */
 void worker_request_stop(struct worker *w);
