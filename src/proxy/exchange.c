@@ -383,6 +383,13 @@ static void ex_rewind_request(struct exchange *ex)
     }
 }
 
+/* Gives up on the upstream side and answers STATUS ourselves (nothing reached the client yet). */
+static enum ex_step ex_fail_upstream(struct exchange *ex, int status)
+{
+    ex_rewind_request(ex);
+    return ex_send_error(ex, status);
+}
+
 /* The upstream failed before the response head: retry when that is safe, else answer STATUS. */
 static enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why)
 {
@@ -403,8 +410,7 @@ static enum ex_step ex_upstream_failed(struct exchange *ex, int status, const ch
         ex->server = -1;
         return ex_connect(ex, false);
     }
-    ex_rewind_request(ex);
-    return ex_send_error(ex, status);
+    return ex_fail_upstream(ex, status);
 }
 
 static enum ex_step ex_connect_step(struct exchange *ex)
@@ -463,13 +469,10 @@ static enum ex_step ex_pump_request(struct exchange *ex)
         if (ex->resp_started)
             return ex_abort_client(ex);
         ex->client_close = true;
-        ex_rewind_request(ex);
-        return ex_send_error(ex, 413);
+        return ex_fail_upstream(ex, 413);
     }
-    if (s == PUMP_SRC_ERROR && !ex->resp_started) {
-        ex_rewind_request(ex);
-        return ex_send_error(ex, 400); /* malformed chunked body */
-    }
+    if (s == PUMP_SRC_ERROR && !ex->resp_started)
+        return ex_fail_upstream(ex, 400); /* malformed chunked body */
     if (s == PUMP_SRC_EOF || s == PUMP_SRC_ERROR || s == PUMP_NO_MEMORY)
         return ex_abort_client(ex);
     if (s == PUMP_DST_ERROR && ex->state == EX_WAIT_HEAD)
@@ -499,8 +502,7 @@ static enum ex_step ex_read_head(struct exchange *ex)
             int r = h1_parse_response(buf_rptr(uc->in), buf_len(uc->in), &hl, &ex->resp);
             if (r < 0) {
                 log_warn("upstream %s server %s: malformed response head", ex->route->upstream->name, ex_server(ex)->address);
-                ex_rewind_request(ex);
-                return ex_send_error(ex, 502);
+                return ex_fail_upstream(ex, 502);
             }
             if (r > 0)
                 return ex_begin_response(ex);
@@ -693,7 +695,7 @@ static void ex_run(struct exchange *ex)
     loop_defer(ex->w->loop, &ex->c->task);
 }
 
-static void ex_on_upstream_event(struct upstream_conn *uc, uint32_t events)
+void exchange_on_upstream_event(struct upstream_conn *uc, uint32_t events)
 {
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         uc->readable = true;
@@ -711,10 +713,10 @@ static void ex_on_up_timer(struct loop_timer *t)
     if (ex->state == EX_CONNECT)
         st = ex_upstream_failed(ex, 504, "connect timed out");
     else if (ex->state == EX_WAIT_HEAD && ex->req_done)
-        st = (ex_rewind_request(ex), ex_send_error(ex, 504));
+        st = ex_fail_upstream(ex, 504);
     else if (ex->state == EX_WAIT_HEAD || ex->state == EX_BODY) {
         log_info("upstream %s server %s: idle timeout", ex->route->upstream->name, ex_server(ex)->address);
-        st = ex->resp_started ? ex_abort_client(ex) : (ex_rewind_request(ex), ex_send_error(ex, 504));
+        st = ex->resp_started ? ex_abort_client(ex) : ex_fail_upstream(ex, 504);
     } else
         return;
     if (st == EX_AGAIN)
@@ -733,9 +735,8 @@ void exchange_on_client_event(struct exchange *ex, uint32_t events)
 void exchange_on_client_timeout(struct exchange *ex)
 {
     if (ex->state == EX_WAIT_HEAD && !ex->req_done && !ex->resp_started) {
-        ex_rewind_request(ex);
         ex->client_close = true;
-        if (ex_send_error(ex, 408) == EX_AGAIN)
+        if (ex_fail_upstream(ex, 408) == EX_AGAIN)
             ex_run(ex);
         return;
     }
@@ -760,7 +761,6 @@ static struct exchange *ex_new(struct client *c)
     ex->up_timer.on_fire = ex_on_up_timer;
     sock_format_ip(&c->peer.sa, ex->client_ip, sizeof ex->client_ip);
     c->ex = ex;
-    upstream_on_lent_event = ex_on_upstream_event;
     return ex;
 }
 

@@ -9,6 +9,7 @@
 
 struct client;
 struct exchange;
+struct upstream_conn;
 
 /* Starts an exchange for the request head at the start of C->in (HEAD_LEN bytes, parsed into
  * REQ whose header array is lent to the exchange). The exchange copies the head, consumes it from
@@ -18,6 +19,8 @@ void exchange_start(struct client *c, struct http_msg *req);
 void exchange_reject(struct client *c, int status);
 /* Drives the exchange after readiness changed on the client side. */
 void exchange_on_client_event(struct exchange *ex, uint32_t events);
+/* Readiness changed on the upstream connection lent to an exchange. */
+void exchange_on_upstream_event(struct upstream_conn *uc, uint32_t events);
 /* The client timer fired during the exchange. */
 void exchange_on_client_timeout(struct exchange *ex);
 /* The client connection is going away: drop the exchange (logs it as aborted). */

@@ -8,8 +8,6 @@
 #include "core/log.h"
 #include "core/sock.h"
 
-void (*upstream_on_lent_event)(struct upstream_conn *uc, uint32_t events);
-
 static void upstream_free_task(struct loop_task *task)
 {
     struct upstream_conn *uc = container_of(task, struct upstream_conn, free_task);
@@ -55,7 +53,7 @@ static void upstream_on_event(struct loop_io *io, uint32_t events)
         return;
     if (!uc->idle) {
         if (uc->ex)
-            upstream_on_lent_event(uc, events);
+            uc->pool->on_lent_event(uc, events);
         return;
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))

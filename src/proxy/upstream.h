@@ -40,6 +40,8 @@ struct upstream_pool {
     struct upstream_conn *idle;       /* LIFO list */
     uint32_t n_idle;
     uint32_t n_open;                  /* idle + lent */
+    /* The borrower's handler for events on a lent connection (keeps upstream below exchange). */
+    void (*on_lent_event)(struct upstream_conn *uc, uint32_t events);
 };
 
 /* Lends an idle connection of POOL (NULL if none). */
@@ -52,8 +54,5 @@ void upstream_release(struct upstream_conn *uc, bool reusable);
 void upstream_close(struct upstream_conn *uc);
 /* Closes every idle connection of POOL (shutdown). */
 void upstream_pool_close_idle(struct upstream_pool *pool);
-
-/* Set by the exchange module: called for events on a lent connection. */
-extern void (*upstream_on_lent_event)(struct upstream_conn *uc, uint32_t events);
 
 #endif

@@ -150,7 +150,8 @@ static int worker_init_upstreams(struct worker *w, struct balance_ring *const *r
         if (!wu->pools || balance_state_init(&wu->bal, up, rings[u], 0x9e3779b97f4a7c15ULL * (w->id + 1)) < 0)
             return -1;
         for (size_t s = 0; s < up->n_servers; s++)
-            wu->pools[s] = (struct upstream_pool){ .loop = w->loop, .up = up, .server = &up->servers[s] };
+            wu->pools[s] = (struct upstream_pool){ .loop = w->loop, .up = up, .server = &up->servers[s],
+                                                   .on_lent_event = exchange_on_upstream_event };
     }
     return 0;
 }
