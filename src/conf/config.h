@@ -61,7 +61,43 @@ struct conf_server {
     struct sockaddr_storage addr; /* resolved at load (getaddrinfo for hostnames) */
     socklen_t addr_len;
     uint32_t weight;              /* default 1, >= 1 */
+    bool drain;                   /* default false: no new requests, pooled connections close */
     size_t index;                 /* position in its upstream */
+};
+
+enum health_check_type { HEALTH_CHECK_HTTP, HEALTH_CHECK_TCP };
+
+/* Active checks (`health_check:`), run by the control thread. */
+struct conf_health_check {
+    bool enabled;                 /* the key is present */
+    enum health_check_type type;  /* `type: http|tcp`, default http */
+    char *path;                   /* default "/" (http) */
+    char *host;                   /* Host header; default: the server's address */
+    uint64_t interval_ms;         /* 2s */
+    uint64_t timeout_ms;          /* 1s */
+    int status_min, status_max;   /* `status: 200-399` (or one code), default 200-399 */
+    uint32_t rise;                /* 2 successes in a row mark a server up */
+    uint32_t fall;                /* 3 failures in a row mark it down */
+};
+
+/* Passive checks (`outlier:`): consecutive failures eject a server for a while. */
+struct conf_outlier {
+    uint32_t consecutive_failures; /* 5; 0 = off */
+    uint64_t base_ejection_ms;     /* 30s, doubles with each ejection of the same server */
+    uint64_t max_ejection_ms;      /* 300s */
+    uint32_t max_ejected_percent;  /* 50 */
+};
+
+/* `retries:` — on a different server, before any response byte reached the client. */
+struct conf_retries {
+    uint32_t attempts;             /* tries in all, first included: 2 */
+    uint64_t per_try_timeout_ms;   /* 0 = timeouts.response */
+    int *statuses;                 /* also retry idempotent requests on these statuses; default none */
+    size_t n_statuses;
+    uint32_t budget_percent;       /* retries <= this share of requests (per worker, 10s window): 20 */
+    uint32_t budget_min;           /* retries always allowed per window: 3 */
+    uint64_t backoff_ms;           /* base of the jittered exponential backoff: 25ms */
+    uint64_t backoff_max_ms;       /* 250ms */
 };
 
 enum balance_kind { BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONN, BALANCE_RANDOM_TWO, BALANCE_HASH };
@@ -80,6 +116,11 @@ struct conf_upstream {
     uint64_t connect_timeout_ms;  /* 2s */
     uint64_t response_timeout_ms; /* 30s: until the response head */
     uint64_t idle_timeout_ms;     /* 60s: upstream body idle */
+    struct conf_health_check health_check;
+    struct conf_outlier outlier;
+    struct conf_retries retries;
+    uint64_t slow_start_ms;       /* 0 = off: a server back in service ramps its weight up */
+    bool panic;                   /* false: with every server down, send to all instead of 503 */
 };
 
 struct conf_header_kv {
@@ -132,7 +173,8 @@ struct config {
     struct conf_log log;
     struct conf_limits limits;
     struct conf_forwarding forwarding;
-    char *admin_address;          /* "127.0.0.1:9901" by default; used by later issues */
+    char *admin_address;          /* "127.0.0.1:9901" by default; "off" disables the admin API */
+    char *admin_token;            /* optional bearer token for the admin API; NULL = none */
     struct conf_listener *listeners;
     size_t n_listeners;
     struct conf_upstream *upstreams;
@@ -167,5 +209,20 @@ struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);
 
 const struct conf_upstream *config_find_upstream(const struct config *cfg, const char *name);
+
+/* The snapshot as JSON in the same schema as the file (loading it gives an equal snapshot).
+ * Returns a malloc'd NUL-terminated string, or NULL. */
+char *config_to_json(const struct config *cfg);
+
+/* Edits of a running configuration, each producing the JSON of a new snapshot from CFG (to be
+ * loaded through config_load_buffer like any other). NULL with *ERR set (static text) if the
+ * edit is impossible (unknown upstream or server, duplicate address). */
+char *config_edit_add_server(const struct config *cfg, const char *upstream, const char *address,
+                             uint32_t weight, const char **err);
+char *config_edit_remove_server(const struct config *cfg, const char *upstream, const char *address,
+                                const char **err);
+/* WEIGHT 0 keeps the weight; DRAIN < 0 keeps the drain flag, 0 clears it, 1 sets it. */
+char *config_edit_server(const struct config *cfg, const char *upstream, const char *address,
+                         uint32_t weight, int drain, const char **err);
 
 #endif
