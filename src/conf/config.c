@@ -1,7 +1,9 @@
 /* config: the YAML loader. The document is read into a yaml_doc tree, then walked with one
  * static key table per mapping (name, type, field offset, bounds, setter): the tables are the
  * schema, so adding a key is adding a row. Every problem is recorded with the position of the
- * node it concerns and the walk carries on, so one run reports all of them, sorted by place. */
+ * node it concerns and the walk carries on, so one run reports all of them, sorted by place.
+ * The same tables, walked the other way, write a snapshot back as JSON (config_to_json), and
+ * server edits of a running configuration are that JSON with the edit applied while writing. */
 #include "conf/config.h"
 
 #include <arpa/inet.h>
@@ -404,6 +406,36 @@ static const char *conf_check_path(char *s)
     return NULL;
 }
 
+/* Visible ASCII only (no spaces, controls or non-ASCII), at least one character. */
+static bool conf_is_visible(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return false;
+    return true;
+}
+
+/* Admin tokens and health check Host values. */
+static const char *conf_check_visible(char *s)
+{
+    if (!*s)
+        return "must not be empty";
+    return conf_is_visible(s) ? NULL : "may hold only visible ASCII characters (no spaces)";
+}
+
+static const char *conf_check_admin_address(char *s)
+{
+    if (strcmp(s, "off") == 0)
+        return NULL;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (config_parse_address(s, &ss, &len))
+        return "must be \"off\" or a numeric IP:port, [IPv6]:port or *:port";
+    return NULL;
+}
+
 static const char *conf_check_location(char *s)
 {
     if (!*s)
@@ -484,8 +516,11 @@ enum conf_type {
 };
 
 struct conf_table;
+struct conf_key;
 typedef const char *(*conf_check_fn)(char *s);
 typedef void (*conf_set_fn)(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base);
+struct conf_json;
+typedef void (*conf_dump_fn)(struct conf_json *w, const struct conf_key *key, const void *base);
 
 struct conf_key {
     const char *name;
@@ -496,6 +531,8 @@ struct conf_key {
     const char *const *names;     /* CT_ENUM, NULL-terminated */
     conf_check_fn check;          /* CT_STRING */
     conf_set_fn set;              /* CT_CUSTOM */
+    conf_dump_fn dump;            /* writes the key as JSON; NULL: by type (CT_CUSTOM: as
+                                     CT_NESTED, with sub at off) */
     const struct conf_table *sub; /* CT_NESTED */
     bool required;
     bool no_framing;              /* CT_HEADERS: refuse framing header names */
@@ -692,9 +729,9 @@ static void conf_set_number(struct conf_ctx *ctx, const struct conf_key *key,
         return;
     }
     if (v < key->min || v > key->max) {
-        if (dur) /* every duration key spans 1ms..365d */
-            conf_error(ctx, val, "%s %s is out of range (1ms to 365d)", key->name,
-                       conf_quote_node(q, val));
+        if (dur) /* duration keys span 1ms..365d, or 0..365d where 0 means off */
+            conf_error(ctx, val, "%s %s is out of range (%s to 365d)", key->name,
+                       conf_quote_node(q, val), key->min ? "1ms" : "0");
         else
             conf_error(ctx, val, "%s %s is out of range (%llu to %llu%s)", key->name,
                        conf_quote_node(q, val), (unsigned long long)key->min,
@@ -856,7 +893,284 @@ static void conf_apply_key(struct conf_ctx *ctx, const struct conf_key *key,
 }
 
 /* ---------------------------------------------------------------------------------------
- * Custom setters */
+ * The JSON writer: the same tables, walked the other way. Each key is written from its field
+ * by its type; CT_CUSTOM keys (and keys written only in some cases) carry a dump function.
+ * The output is indented JSON that the loader reads back into an equal snapshot. */
+
+struct conf_json_edit;
+
+struct conf_json {
+    char *buf;
+    size_t len, cap;
+    unsigned depth;
+    bool first;                        /* nothing written yet in the innermost container */
+    const struct conf_json_edit *edit; /* server edit applied while writing, or NULL */
+};
+
+/* Where a container began, to take it back if it stays empty. */
+struct conf_json_mark {
+    size_t len;
+    bool first;
+};
+
+static void conf_json_raw(struct conf_json *w, const char *s, size_t n)
+{
+    if (w->len + n + 1 > w->cap) {
+        size_t cap = w->cap ? w->cap : 4096;
+        while (w->len + n + 1 > cap)
+            cap *= 2;
+        char *b = realloc(w->buf, cap);
+        if (!b) {
+            fputs("portero: out of memory while writing config\n", stderr);
+            abort();
+        }
+        w->buf = b;
+        w->cap = cap;
+    }
+    memcpy(w->buf + w->len, s, n);
+    w->len += n;
+    w->buf[w->len] = '\0';
+}
+
+static void conf_json_cstr(struct conf_json *w, const char *s) { conf_json_raw(w, s, strlen(s)); }
+
+/* Length of the UTF-8 sequence at S when it must be written as a \u escape because YAML
+ * (which reads our JSON back) would fold or refuse it: C1 controls (NEL among them), the line
+ * and paragraph separators, BOM and the non-characters U+FFFE/U+FFFF. 0 if it need not be
+ * escaped; *CP gets the code point. */
+static size_t conf_json_unsafe_utf8(const unsigned char *s, unsigned *cp)
+{
+    if (s[0] >= 0xC2 && s[0] <= 0xDF && (s[1] & 0xC0) == 0x80) {
+        *cp = (s[0] & 0x1Fu) << 6 | (s[1] & 0x3Fu);
+        return *cp <= 0x9F ? 2 : 0;
+    }
+    if ((s[0] & 0xF0) == 0xE0 && (s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80) {
+        *cp = (s[0] & 0x0Fu) << 12 | (s[1] & 0x3Fu) << 6 | (s[2] & 0x3Fu);
+        return *cp == 0x2028 || *cp == 0x2029 || *cp == 0xFEFF || *cp >= 0xFFFE ? 3 : 0;
+    }
+    return 0;
+}
+
+/* Writes S as a JSON string: quotes and backslashes escaped, control characters (and the few
+ * characters YAML would fold or refuse) as \u00XX / \uXXXX; other UTF-8 as is. */
+static void conf_json_string(struct conf_json *w, const char *s)
+{
+    char esc[8];
+    conf_json_raw(w, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t run = 0;
+        unsigned cp = 0;
+        while (p[run] >= 0x20 && p[run] != '"' && p[run] != '\\' && p[run] != 0x7f &&
+               !(p[run] >= 0x80 && conf_json_unsafe_utf8(p + run, &cp)))
+            run++;
+        conf_json_raw(w, (const char *)p, run);
+        p += run;
+        if (!*p)
+            break;
+        size_t n = *p < 0x80 ? 1 : conf_json_unsafe_utf8(p, &cp);
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            conf_json_raw(w, esc, 2);
+        } else {
+            snprintf(esc, sizeof esc, "\\u%04x", *p < 0x80 ? *p : cp);
+            conf_json_cstr(w, esc);
+        }
+        p += n;
+    }
+    conf_json_raw(w, "\"", 1);
+}
+
+static void conf_json_newline(struct conf_json *w)
+{
+    conf_json_raw(w, "\n", 1);
+    for (unsigned i = 0; i < w->depth; i++)
+        conf_json_raw(w, "  ", 2);
+}
+
+/* Starts the next item of the innermost container: separator, newline, indent, "KEY": . */
+static void conf_json_item(struct conf_json *w, const char *key)
+{
+    if (!w->first)
+        conf_json_raw(w, ",", 1);
+    w->first = false;
+    if (w->depth)
+        conf_json_newline(w);
+    if (key) {
+        conf_json_string(w, key);
+        conf_json_raw(w, ": ", 2);
+    }
+}
+
+static struct conf_json_mark conf_json_open(struct conf_json *w, const char *key, char open)
+{
+    struct conf_json_mark m = { w->len, w->first };
+    conf_json_item(w, key);
+    conf_json_raw(w, &open, 1);
+    w->depth++;
+    w->first = true;
+    return m;
+}
+
+static void conf_json_close(struct conf_json *w, char close)
+{
+    w->depth--;
+    if (!w->first)
+        conf_json_newline(w);
+    conf_json_raw(w, &close, 1);
+    w->first = false;
+}
+
+/* Closes the container opened at M, or takes it back (key included) if nothing went in. */
+static void conf_json_close_or_drop(struct conf_json *w, struct conf_json_mark m, char close)
+{
+    if (!w->first) {
+        conf_json_close(w, close);
+        return;
+    }
+    w->depth--;
+    w->len = m.len;
+    w->buf[w->len] = '\0';
+    w->first = m.first;
+}
+
+static void conf_json_str(struct conf_json *w, const char *key, const char *s)
+{
+    conf_json_item(w, key);
+    conf_json_string(w, s);
+}
+
+static void conf_json_u64(struct conf_json *w, const char *key, uint64_t v)
+{
+    char num[24];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)v);
+    conf_json_item(w, key);
+    conf_json_cstr(w, num);
+}
+
+static void conf_json_bool(struct conf_json *w, const char *key, bool v)
+{
+    conf_json_item(w, key);
+    conf_json_cstr(w, v ? "true" : "false");
+}
+
+/* A duration in the largest unit that divides it exactly: "1500ms", "2s", "5m", "1h", "1d". */
+static void conf_json_duration(struct conf_json *w, const char *key, uint64_t ms)
+{
+    static const struct conf_unit units[] = {
+        { "d", 86400000 }, { "h", 3600000 }, { "m", 60000 }, { "s", 1000 },
+    };
+    char text[32];
+    const char *suffix = "ms";
+    uint64_t v = ms;
+    for (size_t i = 0; ms && i < sizeof units / sizeof units[0]; i++) {
+        if (ms % units[i].mult == 0) {
+            v = ms / units[i].mult;
+            suffix = units[i].suffix;
+            break;
+        }
+    }
+    snprintf(text, sizeof text, "%llu%s", (unsigned long long)v, suffix);
+    conf_json_str(w, key, text);
+}
+
+static void conf_json_headers(struct conf_json *w, const char *key,
+                              const struct conf_header_kv *kv, size_t n)
+{
+    if (!n)
+        return;
+    conf_json_open(w, key, '{');
+    for (size_t i = 0; i < n; i++)
+        conf_json_str(w, kv[i].name, kv[i].value);
+    conf_json_close(w, '}');
+}
+
+static void conf_json_strs(struct conf_json *w, const char *key, const char *const *v,
+                           size_t n)
+{
+    if (!n)
+        return;
+    conf_json_open(w, key, '[');
+    for (size_t i = 0; i < n; i++)
+        conf_json_str(w, NULL, v[i]);
+    conf_json_close(w, ']');
+}
+
+static void conf_dump_table(struct conf_json *w, const struct conf_table *t, const void *base);
+
+/* Writes mapping KEY from table SUB at BASE; left out if it would be empty. */
+static void conf_dump_nested(struct conf_json *w, const char *key, const struct conf_table *sub,
+                             const void *base)
+{
+    struct conf_json_mark m = conf_json_open(w, key, '{');
+    conf_dump_table(w, sub, base);
+    conf_json_close_or_drop(w, m, '}');
+}
+
+#define CONF_CFIELD(base, T, off) ((const T *)(const void *)((const char *)(base) + (off)))
+
+/* One key from its field. A string that is NULL, a list that is empty and a number below the
+ * key's minimum (0 for "unset" durations) are left out: loading gives them back. */
+static void conf_dump_key(struct conf_json *w, const struct conf_key *key, const void *base)
+{
+    const char *name = key->name;
+    switch (key->type) {
+    case CT_STRING: {
+        const char *s = *CONF_CFIELD(base, char *, key->off);
+        if (s)
+            conf_json_str(w, name, s);
+        break;
+    }
+    case CT_BOOL:
+        conf_json_bool(w, name, *CONF_CFIELD(base, bool, key->off));
+        break;
+    case CT_U32:
+    case CT_SIZE32:
+        conf_json_u64(w, name, *CONF_CFIELD(base, uint32_t, key->off));
+        break;
+    case CT_INT:
+        conf_json_u64(w, name, (uint64_t)*CONF_CFIELD(base, int, key->off));
+        break;
+    case CT_SIZE64:
+        conf_json_u64(w, name, *CONF_CFIELD(base, uint64_t, key->off));
+        break;
+    case CT_DURATION: {
+        uint64_t ms = *CONF_CFIELD(base, uint64_t, key->off);
+        if (ms >= key->min)
+            conf_json_duration(w, name, ms);
+        break;
+    }
+    case CT_ENUM:
+        conf_json_str(w, name, key->names[*CONF_CFIELD(base, int, key->off)]);
+        break;
+    case CT_HEADERS:
+        conf_json_headers(w, name, *CONF_CFIELD(base, struct conf_header_kv *, key->off),
+                          *CONF_CFIELD(base, size_t, key->count_off));
+        break;
+    case CT_TOKENS:
+        conf_json_strs(w, name, *CONF_CFIELD(base, char **, key->off),
+                       *CONF_CFIELD(base, size_t, key->count_off));
+        break;
+    case CT_NESTED:
+    case CT_CUSTOM: /* without a dump function: a mapping at off, like CT_NESTED */
+        if (key->sub)
+            conf_dump_nested(w, name, key->sub, (const char *)base + key->off);
+        break;
+    }
+}
+
+static void conf_dump_table(struct conf_json *w, const struct conf_table *t, const void *base)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->keys[i].dump)
+            t->keys[i].dump(w, &t->keys[i], base);
+        else
+            conf_dump_key(w, &t->keys[i], base);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Custom setters (and their JSON writers) */
 
 static void conf_set_workers(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
 {
@@ -882,12 +1196,9 @@ static void conf_set_workers(struct conf_ctx *ctx, const struct yaml_doc_node *v
     cfg->workers = (unsigned)n;
 }
 
-/* health_check is accepted now and acted on later: only its shape is checked. */
-static void conf_set_health_check(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
+static void conf_dump_workers(struct conf_json *w, const struct conf_key *key, const void *base)
 {
-    (void)base;
-    if (conf_is_map(ctx, val, "health_check"))
-        conf_check_keys(ctx, val, "health_check", false);
+    conf_json_u64(w, key->name, ((const struct config *)base)->workers);
 }
 
 /* "client_ip", "uri", "header:NAME" or "cookie:NAME" (NAME a token). */
@@ -918,6 +1229,20 @@ static void conf_set_hash_key(struct conf_ctx *ctx, const struct yaml_doc_node *
     up->hash_key_name = name ? conf_xstrdup(name) : NULL;
 }
 
+static void conf_dump_hash_key(struct conf_json *w, const struct conf_key *key, const void *base)
+{
+    static const char *const kinds[] = { "client_ip", "uri", "header:", "cookie:" };
+    const struct conf_upstream *up = base;
+    char *text = NULL;
+    if (asprintf(&text, "%s%s", kinds[up->hash_key], up->hash_key_name ? up->hash_key_name : "")
+        < 0) {
+        fputs("portero: out of memory while writing config\n", stderr);
+        abort();
+    }
+    conf_json_str(w, key->name, text);
+    free(text);
+}
+
 static void conf_set_redirect_status(struct conf_ctx *ctx, const struct yaml_doc_node *val,
                                      void *base)
 {
@@ -937,6 +1262,12 @@ static void conf_set_redirect_status(struct conf_ctx *ctx, const struct yaml_doc
         return;
     }
     route->redirect_status = (int)v;
+}
+
+static void conf_dump_redirect_status(struct conf_json *w, const struct conf_key *key,
+                                      const void *base)
+{
+    conf_json_u64(w, key->name, (uint64_t)((const struct conf_route *)base)->redirect_status);
 }
 
 static void conf_set_path_regex(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
@@ -963,6 +1294,14 @@ static void conf_set_path_regex(struct conf_ctx *ctx, const struct yaml_doc_node
     route->path_regex = conf_xstrdup(text);
 }
 
+static void conf_dump_path_regex(struct conf_json *w, const struct conf_key *key,
+                                 const void *base)
+{
+    const struct conf_route *route = base;
+    if (route->path_regex)
+        conf_json_str(w, key->name, route->path_regex);
+}
+
 /* Routes can name upstreams defined further down the file, so they are walked last: this only
  * remembers where they are. */
 static void conf_stash_routes(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
@@ -982,6 +1321,14 @@ static void conf_set_route_upstream(struct conf_ctx *ctx, const struct yaml_doc_
     route->upstream = (struct conf_upstream *)config_find_upstream(ctx->cfg, text);
     if (!route->upstream)
         conf_error(ctx, val, "unknown upstream %s in route", conf_quote_node(q, val));
+}
+
+static void conf_dump_route_upstream(struct conf_json *w, const struct conf_key *key,
+                                    const void *base)
+{
+    const struct conf_route *route = base;
+    if (route->action == ROUTE_UPSTREAM && route->upstream)
+        conf_json_str(w, key->name, route->upstream->name);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1039,7 +1386,9 @@ static const struct conf_table conf_forwarding_table =
 
 static const struct conf_key conf_admin_keys[] = {
     { .name = "address", .type = CT_STRING, .off = offsetof(struct config, admin_address),
-      .check = conf_check_address, .required = true },
+      .check = conf_check_admin_address },
+    { .name = "token", .type = CT_STRING, .off = offsetof(struct config, admin_token),
+      .check = conf_check_visible },
 };
 static const struct conf_table conf_admin_table = CONF_TABLE("admin", conf_admin_keys);
 
@@ -1056,6 +1405,7 @@ static const struct conf_key conf_server_keys[] = {
       .check = conf_check_nonempty, .required = true },
     { .name = "weight", .type = CT_U32, .off = offsetof(struct conf_server, weight), .min = 1,
       .max = CONF_MAX_WEIGHT },
+    { .name = "drain", .type = CT_BOOL, .off = offsetof(struct conf_server, drain) },
 };
 static const struct conf_table conf_server_table = CONF_TABLE("server", conf_server_keys);
 
@@ -1072,6 +1422,257 @@ static const struct conf_key conf_timeouts_keys[] = {
     DUR("idle", struct conf_upstream, idle_timeout_ms),
 };
 static const struct conf_table conf_timeouts_table = CONF_TABLE("timeouts", conf_timeouts_keys);
+
+/* ---------------------------------------------------------------------------------------
+ * Failover: health_check, outlier, retries, slow_start */
+
+static const char *const conf_health_check_types[] = { "http", "tcp", NULL };
+
+#define DUR0(n, T, f) { .name = n, .type = CT_DURATION, .off = offsetof(T, f), .min = 0, \
+                        .max = CONF_MAX_DURATION_MS }
+
+/* Reads an unsigned decimal scalar of VAL; false (reported as a type error) if it is none. */
+static bool conf_scalar_u64(struct conf_ctx *ctx, const struct yaml_doc_node *val,
+                            const char *want, const char *name, uint64_t *out)
+{
+    const char *text = conf_scalar(ctx, val, want, name);
+    if (!text)
+        return false;
+    if (conf_parse_u64(text, out)) {
+        conf_type_error(ctx, val, want, name);
+        return false;
+    }
+    return true;
+}
+
+/* `status: 200-399` or `status: 200`: codes 100..599, first <= last. */
+static void conf_set_hc_status(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
+{
+    struct conf_health_check *hc = base;
+    const char *want = "a status code or range (e.g. 200 or 200-399)";
+    const char *text = conf_scalar(ctx, val, want, "status");
+    const char *p = text;
+    uint64_t lo, hi;
+    char q[CONF_QUOTE_SIZE];
+    if (!text)
+        return;
+    if (conf_parse_digits(&p, &lo) || (*p != '\0' && *p != '-')) {
+        conf_type_error(ctx, val, want, "status");
+        return;
+    }
+    hi = lo;
+    if (*p == '-') {
+        p++;
+        if (conf_parse_digits(&p, &hi) || *p != '\0') {
+            conf_type_error(ctx, val, want, "status");
+            return;
+        }
+    }
+    if (lo < 100 || hi > 599 || lo > hi) {
+        conf_error(ctx, val, "invalid status %s (codes 100 to 599, first not above last)",
+                   conf_quote_node(q, val));
+        return;
+    }
+    hc->status_min = (int)lo;
+    hc->status_max = (int)hi;
+}
+
+/* "200-399", or the single code as a number. */
+static void conf_dump_hc_status(struct conf_json *w, const struct conf_key *key, const void *base)
+{
+    const struct conf_health_check *hc = base;
+    char text[32];
+    if (hc->status_min == hc->status_max) {
+        conf_json_u64(w, key->name, (uint64_t)hc->status_min);
+        return;
+    }
+    snprintf(text, sizeof text, "%d-%d", hc->status_min, hc->status_max);
+    conf_json_str(w, key->name, text);
+}
+
+static const struct conf_key conf_health_check_keys[] = {
+    { .name = "type", .type = CT_ENUM, .off = offsetof(struct conf_health_check, type),
+      .names = conf_health_check_types },
+    { .name = "path", .type = CT_STRING, .off = offsetof(struct conf_health_check, path),
+      .check = conf_check_path },
+    { .name = "host", .type = CT_STRING, .off = offsetof(struct conf_health_check, host),
+      .check = conf_check_visible },
+    DUR("interval", struct conf_health_check, interval_ms),
+    DUR("timeout", struct conf_health_check, timeout_ms),
+    { .name = "status", .type = CT_CUSTOM, .set = conf_set_hc_status,
+      .dump = conf_dump_hc_status },
+    { .name = "rise", .type = CT_U32, .off = offsetof(struct conf_health_check, rise), .min = 1,
+      .max = UINT32_MAX },
+    { .name = "fall", .type = CT_U32, .off = offsetof(struct conf_health_check, fall), .min = 1,
+      .max = UINT32_MAX },
+};
+static const struct conf_table conf_health_check_table =
+    CONF_TABLE("health_check", conf_health_check_keys);
+
+/* The key's presence turns active checks on; absent keys keep conf_upstream_init's defaults. */
+static void conf_set_health_check(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
+{
+    struct conf_upstream *up = base;
+    up->health_check.enabled =
+        conf_apply(ctx, val, &conf_health_check_table, &up->health_check, NULL);
+}
+
+static void conf_dump_health_check(struct conf_json *w, const struct conf_key *key,
+                                   const void *base)
+{
+    const struct conf_upstream *up = base;
+    if (up->health_check.enabled)
+        conf_dump_nested(w, key->name, &conf_health_check_table, &up->health_check);
+}
+
+static const struct conf_key conf_outlier_keys[] = {
+    { .name = "consecutive_failures", .type = CT_U32,
+      .off = offsetof(struct conf_outlier, consecutive_failures), .min = 0, .max = UINT32_MAX },
+    DUR("base_ejection", struct conf_outlier, base_ejection_ms),
+    DUR("max_ejection", struct conf_outlier, max_ejection_ms),
+    { .name = "max_ejected_percent", .type = CT_U32,
+      .off = offsetof(struct conf_outlier, max_ejected_percent), .min = 0, .max = 100 },
+};
+static const struct conf_table conf_outlier_table = CONF_TABLE("outlier", conf_outlier_keys);
+
+/* Reports LO > HI (two durations of mapping MAP) at HI's node, else LO's, else MAP. */
+static void conf_check_dur_order(struct conf_ctx *ctx, const struct yaml_doc_node *map,
+                                 const char *lo_name, uint64_t lo, const char *hi_name,
+                                 uint64_t hi)
+{
+    if (lo <= hi)
+        return;
+    const struct yaml_doc_node *at = yaml_doc_get(map, hi_name);
+    if (!at)
+        at = yaml_doc_get(map, lo_name);
+    conf_error(ctx, at ? at : map, "%s (%llums) must not be less than %s (%llums)", hi_name,
+               (unsigned long long)hi, lo_name, (unsigned long long)lo);
+}
+
+static void conf_set_outlier(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
+{
+    struct conf_outlier *o = &((struct conf_upstream *)base)->outlier;
+    if (conf_apply(ctx, val, &conf_outlier_table, o, NULL))
+        conf_check_dur_order(ctx, val, "base_ejection", o->base_ejection_ms, "max_ejection",
+                             o->max_ejection_ms);
+}
+
+/* A retry status: 429 or 5xx. */
+static bool conf_is_retry_status(uint64_t v) { return v == 429 || (v >= 500 && v <= 599); }
+
+/* `statuses: [502, 503]`: each 429 or 5xx, no repeats. */
+static void conf_set_retry_statuses(struct conf_ctx *ctx, const struct yaml_doc_node *val,
+                                    void *base)
+{
+    struct conf_retries *r = base;
+    char q[CONF_QUOTE_SIZE];
+    if (!conf_is_seq(ctx, val, "statuses"))
+        return;
+    size_t n = 0, count = yaml_doc_count(val);
+    int *v = conf_xcalloc(count, sizeof *v);
+    for (size_t i = 0; i < count; i++) {
+        const struct yaml_doc_node *item = val->kids[i];
+        uint64_t code;
+        bool dup = false;
+        if (!conf_scalar_u64(ctx, item, "an integer", "statuses", &code))
+            continue;
+        if (!conf_is_retry_status(code)) {
+            conf_error(ctx, item, "invalid retry status %s (expected 429 or 500 to 599)",
+                       conf_quote_node(q, item));
+            continue;
+        }
+        for (size_t j = 0; j < n && !dup; j++)
+            dup = v[j] == (int)code;
+        if (dup)
+            conf_error(ctx, item, "duplicate retry status %s", conf_quote_node(q, item));
+        else
+            v[n++] = (int)code;
+    }
+    free(r->statuses);
+    r->statuses = v;
+    r->n_statuses = n;
+}
+
+static void conf_dump_retry_statuses(struct conf_json *w, const struct conf_key *key,
+                                     const void *base)
+{
+    const struct conf_retries *r = base;
+    if (!r->n_statuses)
+        return;
+    conf_json_open(w, key->name, '[');
+    for (size_t i = 0; i < r->n_statuses; i++)
+        conf_json_u64(w, NULL, (uint64_t)r->statuses[i]);
+    conf_json_close(w, ']');
+}
+
+static void conf_dump_retry_budget(struct conf_json *w, const struct conf_key *key,
+                                   const void *base)
+{
+    conf_json_u64(w, key->name, ((const struct conf_retries *)base)->budget_percent);
+}
+
+/* `budget: 20%` or `budget: 20`: a percentage 0..100. */
+static void conf_set_retry_budget(struct conf_ctx *ctx, const struct yaml_doc_node *val,
+                                  void *base)
+{
+    struct conf_retries *r = base;
+    const char *want = "a percentage (e.g. 20% or 20)";
+    const char *text = conf_scalar(ctx, val, want, "budget");
+    const char *p = text;
+    uint64_t v;
+    char q[CONF_QUOTE_SIZE];
+    if (!text)
+        return;
+    if (conf_parse_digits(&p, &v) || (strcmp(p, "%") != 0 && *p != '\0')) {
+        conf_type_error(ctx, val, want, "budget");
+        return;
+    }
+    if (v > 100) {
+        conf_error(ctx, val, "budget %s is out of range (0%% to 100%%)", conf_quote_node(q, val));
+        return;
+    }
+    r->budget_percent = (uint32_t)v;
+}
+
+static const struct conf_key conf_retries_keys[] = {
+    { .name = "attempts", .type = CT_U32, .off = offsetof(struct conf_retries, attempts),
+      .min = 1, .max = 10 },
+    DUR("per_try_timeout", struct conf_retries, per_try_timeout_ms),
+    { .name = "statuses", .type = CT_CUSTOM, .set = conf_set_retry_statuses,
+      .dump = conf_dump_retry_statuses },
+    { .name = "budget", .type = CT_CUSTOM, .set = conf_set_retry_budget,
+      .dump = conf_dump_retry_budget },
+    { .name = "budget_min", .type = CT_U32, .off = offsetof(struct conf_retries, budget_min),
+      .min = 0, .max = UINT32_MAX },
+    DUR0("backoff", struct conf_retries, backoff_ms),
+    DUR0("backoff_max", struct conf_retries, backoff_max_ms),
+};
+static const struct conf_table conf_retries_table = CONF_TABLE("retries", conf_retries_keys);
+
+static void conf_set_retries(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
+{
+    struct conf_retries *r = &((struct conf_upstream *)base)->retries;
+    if (conf_apply(ctx, val, &conf_retries_table, r, NULL))
+        conf_check_dur_order(ctx, val, "backoff", r->backoff_ms, "backoff_max",
+                             r->backoff_max_ms);
+}
+
+/* `slow_start: 30s`; `0` or `off` turns it off. */
+static void conf_set_slow_start(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
+{
+    static const struct conf_key key = DUR0("slow_start", struct conf_upstream, slow_start_ms);
+    if (val->kind == YAML_DOC_SCALAR && strcmp(val->text, "off") == 0) {
+        ((struct conf_upstream *)base)->slow_start_ms = 0;
+        return;
+    }
+    conf_set_number(ctx, &key, val, base);
+}
+
+static void conf_dump_slow_start(struct conf_json *w, const struct conf_key *key,
+                                 const void *base)
+{
+    conf_json_duration(w, key->name, ((const struct conf_upstream *)base)->slow_start_ms);
+}
 
 /* ---------------------------------------------------------------------------------------
  * Upstreams */
@@ -1134,14 +1735,77 @@ static void conf_set_servers(struct conf_ctx *ctx, const struct yaml_doc_node *v
     }
 }
 
+/* A server edit applied while writing JSON (config_edit_*). */
+enum conf_edit_op { CONF_EDIT_ADD, CONF_EDIT_REMOVE, CONF_EDIT_SET };
+
+struct conf_json_edit {
+    enum conf_edit_op op;
+    const struct conf_upstream *up; /* the upstream edited */
+    const char *address;            /* the server added, removed or changed */
+    uint32_t weight;                /* ADD, SET: 0 = default / keep */
+    int drain;                      /* SET: < 0 keep, 0 clear, 1 set */
+};
+
+/* Is SRV the server written ADDRESS? Same text, or the same numeric endpoint. */
+static bool conf_server_is(const struct conf_server *srv, const char *address)
+{
+    struct sockaddr_storage a, b;
+    socklen_t la, lb;
+    if (strcmp(srv->address, address) == 0)
+        return true;
+    return config_parse_address(srv->address, &a, &la) == 0 &&
+           config_parse_address(address, &b, &lb) == 0 && conf_same_addr(&a, &b);
+}
+
+static void conf_dump_server(struct conf_json *w, const struct conf_server *srv)
+{
+    conf_json_open(w, NULL, '{');
+    conf_dump_table(w, &conf_server_table, srv);
+    conf_json_close(w, '}');
+}
+
+/* The servers, with the writer's edit applied when it concerns this upstream. */
+static void conf_dump_servers(struct conf_json *w, const struct conf_key *key, const void *base)
+{
+    const struct conf_upstream *up = base;
+    const struct conf_json_edit *e = w->edit && w->edit->up == up ? w->edit : NULL;
+    conf_json_open(w, key->name, '[');
+    for (size_t i = 0; i < up->n_servers; i++) {
+        struct conf_server srv = up->servers[i];
+        if (e && e->op != CONF_EDIT_ADD && conf_server_is(&srv, e->address)) {
+            if (e->op == CONF_EDIT_REMOVE)
+                continue;
+            srv.weight = e->weight ? e->weight : srv.weight;
+            srv.drain = e->drain < 0 ? srv.drain : e->drain > 0;
+        }
+        conf_dump_server(w, &srv);
+    }
+    if (e && e->op == CONF_EDIT_ADD) {
+        struct conf_server srv = { .address = (char *)e->address,
+                                   .weight = e->weight ? e->weight : 1 };
+        conf_dump_server(w, &srv);
+    }
+    conf_json_close(w, ']');
+}
+
 static const struct conf_key conf_upstream_keys[] = {
     { .name = "balance", .type = CT_ENUM, .off = offsetof(struct conf_upstream, balance),
       .names = conf_balances },
-    { .name = "hash_key", .type = CT_CUSTOM, .set = conf_set_hash_key },
-    { .name = "servers", .type = CT_CUSTOM, .set = conf_set_servers, .required = true },
+    { .name = "hash_key", .type = CT_CUSTOM, .set = conf_set_hash_key,
+      .dump = conf_dump_hash_key },
+    { .name = "servers", .type = CT_CUSTOM, .set = conf_set_servers, .dump = conf_dump_servers,
+      .required = true },
     { .name = "keepalive", .type = CT_NESTED, .sub = &conf_keepalive_table },
     { .name = "timeouts", .type = CT_NESTED, .sub = &conf_timeouts_table },
-    { .name = "health_check", .type = CT_CUSTOM, .set = conf_set_health_check },
+    { .name = "health_check", .type = CT_CUSTOM, .set = conf_set_health_check,
+      .dump = conf_dump_health_check },
+    { .name = "outlier", .type = CT_CUSTOM, .set = conf_set_outlier,
+      .off = offsetof(struct conf_upstream, outlier), .sub = &conf_outlier_table },
+    { .name = "retries", .type = CT_CUSTOM, .set = conf_set_retries,
+      .off = offsetof(struct conf_upstream, retries), .sub = &conf_retries_table },
+    { .name = "slow_start", .type = CT_CUSTOM, .set = conf_set_slow_start,
+      .dump = conf_dump_slow_start },
+    { .name = "panic", .type = CT_BOOL, .off = offsetof(struct conf_upstream, panic) },
 };
 static const struct conf_table conf_upstream_table = CONF_TABLE("upstream", conf_upstream_keys);
 
@@ -1155,6 +1819,14 @@ static void conf_upstream_init(struct conf_upstream *up, size_t index)
     up->connect_timeout_ms = 2000;
     up->response_timeout_ms = 30000;
     up->idle_timeout_ms = 60000;
+    up->health_check = (struct conf_health_check){
+        .type = HEALTH_CHECK_HTTP, .path = conf_xstrdup("/"), .interval_ms = 2000,
+        .timeout_ms = 1000, .status_min = 200, .status_max = 399, .rise = 2, .fall = 3,
+    };
+    up->outlier = (struct conf_outlier){ .consecutive_failures = 5, .base_ejection_ms = 30000,
+                                         .max_ejection_ms = 300000, .max_ejected_percent = 50 };
+    up->retries = (struct conf_retries){ .attempts = 2, .budget_percent = 20, .budget_min = 3,
+                                         .backoff_ms = 25, .backoff_max_ms = 250 };
 }
 
 static void conf_set_upstreams(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
@@ -1183,6 +1855,16 @@ static void conf_set_upstreams(struct conf_ctx *ctx, const struct yaml_doc_node 
             (servers->kind == YAML_DOC_SEQUENCE || yaml_doc_is_null(servers)))
             conf_error(ctx, servers, "upstream %s has no servers", conf_quote_node(q, k));
     }
+}
+
+static void conf_dump_upstreams(struct conf_json *w, const struct conf_key *key,
+                                const void *base)
+{
+    const struct config *cfg = base;
+    struct conf_json_mark m = conf_json_open(w, key->name, '{');
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        conf_dump_nested(w, cfg->upstreams[i].name, &conf_upstream_table, &cfg->upstreams[i]);
+    conf_json_close_or_drop(w, m, '}');
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1232,6 +1914,19 @@ static void conf_set_listeners(struct conf_ctx *ctx, const struct yaml_doc_node 
     conf_check_listener_dups(ctx, val);
 }
 
+static void conf_dump_listeners(struct conf_json *w, const struct conf_key *key,
+                                const void *base)
+{
+    const struct config *cfg = base;
+    conf_json_open(w, key->name, '[');
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        conf_json_open(w, NULL, '{');
+        conf_dump_table(w, &conf_listener_table, &cfg->listeners[i]);
+        conf_json_close(w, '}');
+    }
+    conf_json_close(w, ']');
+}
+
 /* ---------------------------------------------------------------------------------------
  * Routes */
 
@@ -1245,7 +1940,8 @@ static const struct conf_key conf_match_keys[] = {
       .check = conf_check_path },
     { .name = "path_prefix", .type = CT_STRING, .off = offsetof(struct conf_route, path_prefix),
       .check = conf_check_path },
-    { .name = "path_regex", .type = CT_CUSTOM, .set = conf_set_path_regex },
+    { .name = "path_regex", .type = CT_CUSTOM, .set = conf_set_path_regex,
+      .dump = conf_dump_path_regex },
     { .name = "methods", .type = CT_TOKENS, .off = offsetof(struct conf_route, methods),
       .count_off = offsetof(struct conf_route, n_methods) },
     HDRS("headers", struct conf_route, match_headers, n_match_headers, false),
@@ -1261,7 +1957,8 @@ static const struct conf_key conf_respond_keys[] = {
 static const struct conf_table conf_respond_table = CONF_TABLE("respond", conf_respond_keys);
 
 static const struct conf_key conf_redirect_keys[] = {
-    { .name = "status", .type = CT_CUSTOM, .set = conf_set_redirect_status },
+    { .name = "status", .type = CT_CUSTOM, .set = conf_set_redirect_status,
+      .dump = conf_dump_redirect_status },
     { .name = "location", .type = CT_STRING,
       .off = offsetof(struct conf_route, redirect_location), .check = conf_check_location,
       .required = true },
@@ -1279,21 +1976,45 @@ static const struct conf_table conf_request_headers_table =
 static const struct conf_table conf_response_headers_table =
     CONF_TABLE("response_headers", conf_header_ops_keys);
 
+/* respond / redirect: written only for the route's action. */
+static void conf_dump_action(struct conf_json *w, const struct conf_key *key, const void *base)
+{
+    const struct conf_route *route = base;
+    enum route_action action = key->sub == &conf_respond_table ? ROUTE_RESPOND : ROUTE_REDIRECT;
+    if (route->action == action)
+        conf_dump_nested(w, key->name, key->sub, route);
+}
+
 static const struct conf_key conf_route_keys[] = {
     { .name = "name", .type = CT_STRING, .off = offsetof(struct conf_route, name),
       .check = conf_check_name },
     { .name = "match", .type = CT_NESTED, .sub = &conf_match_table },
-    { .name = "upstream", .type = CT_CUSTOM, .set = conf_set_route_upstream },
+    { .name = "upstream", .type = CT_CUSTOM, .set = conf_set_route_upstream,
+      .dump = conf_dump_route_upstream },
     { .name = "strip_prefix", .type = CT_STRING, .off = offsetof(struct conf_route, strip_prefix),
       .check = conf_check_path },
-    { .name = "respond", .type = CT_NESTED, .sub = &conf_respond_table },
-    { .name = "redirect", .type = CT_NESTED, .sub = &conf_redirect_table },
+    { .name = "respond", .type = CT_NESTED, .sub = &conf_respond_table,
+      .dump = conf_dump_action },
+    { .name = "redirect", .type = CT_NESTED, .sub = &conf_redirect_table,
+      .dump = conf_dump_action },
     { .name = "request_headers", .type = CT_NESTED,
       .off = offsetof(struct conf_route, request_headers), .sub = &conf_request_headers_table },
     { .name = "response_headers", .type = CT_NESTED,
       .off = offsetof(struct conf_route, response_headers), .sub = &conf_response_headers_table },
 };
 static const struct conf_table conf_route_table = CONF_TABLE("route", conf_route_keys);
+
+static void conf_dump_routes(struct conf_json *w, const struct conf_key *key, const void *base)
+{
+    const struct config *cfg = base;
+    struct conf_json_mark m = conf_json_open(w, key->name, '[');
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        conf_json_open(w, NULL, '{');
+        conf_dump_table(w, &conf_route_table, &cfg->routes[i]);
+        conf_json_close(w, '}');
+    }
+    conf_json_close_or_drop(w, m, ']');
+}
 
 /* Picks the route's one action from the keys present; reports none, several, and a
  * strip_prefix that has no upstream to strip for. */
@@ -1359,7 +2080,7 @@ static void conf_parse_routes(struct conf_ctx *ctx, const struct yaml_doc_node *
  * The top level, snapshots and loading */
 
 static const struct conf_key conf_top_keys[] = {
-    { .name = "workers", .type = CT_CUSTOM, .set = conf_set_workers },
+    { .name = "workers", .type = CT_CUSTOM, .set = conf_set_workers, .dump = conf_dump_workers },
     { .name = "log", .type = CT_NESTED, .off = offsetof(struct config, log),
       .sub = &conf_log_table },
     { .name = "limits", .type = CT_NESTED, .off = offsetof(struct config, limits),
@@ -1367,9 +2088,11 @@ static const struct conf_key conf_top_keys[] = {
     { .name = "forwarding", .type = CT_NESTED, .off = offsetof(struct config, forwarding),
       .sub = &conf_forwarding_table },
     { .name = "admin", .type = CT_NESTED, .sub = &conf_admin_table },
-    { .name = "listeners", .type = CT_CUSTOM, .set = conf_set_listeners },
-    { .name = "upstreams", .type = CT_CUSTOM, .set = conf_set_upstreams },
-    { .name = "routes", .type = CT_CUSTOM, .set = conf_stash_routes },
+    { .name = "listeners", .type = CT_CUSTOM, .set = conf_set_listeners,
+      .dump = conf_dump_listeners },
+    { .name = "upstreams", .type = CT_CUSTOM, .set = conf_set_upstreams,
+      .dump = conf_dump_upstreams },
+    { .name = "routes", .type = CT_CUSTOM, .set = conf_stash_routes, .dump = conf_dump_routes },
 };
 static const struct conf_table conf_top_table = CONF_TABLE("config", conf_top_keys);
 
@@ -1428,6 +2151,9 @@ static void conf_free(struct config *cfg)
         free(up->servers);
         free(up->name);
         free(up->hash_key_name);
+        free(up->health_check.path);
+        free(up->health_check.host);
+        free(up->retries.statuses);
     }
     free(cfg->upstreams);
     for (size_t i = 0; i < cfg->n_listeners; i++) {
@@ -1438,6 +2164,7 @@ static void conf_free(struct config *cfg)
     free(cfg->log.access);
     free(cfg->log.error);
     free(cfg->admin_address);
+    free(cfg->admin_token);
     free(cfg->path);
     free(cfg);
 }
@@ -1552,4 +2279,78 @@ const struct conf_upstream *config_find_upstream(const struct config *cfg, const
         if (cfg->upstreams[i].name && strcmp(cfg->upstreams[i].name, name) == 0)
             return &cfg->upstreams[i];
     return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * JSON out, and edits of a running configuration */
+
+/* CFG as JSON, with EDIT (if any) applied to its servers. */
+static char *conf_write_json(const struct config *cfg, const struct conf_json_edit *edit)
+{
+    struct conf_json w = { .first = true, .edit = edit };
+    if (!cfg)
+        return NULL;
+    conf_json_open(&w, NULL, '{');
+    conf_dump_table(&w, &conf_top_table, cfg);
+    conf_json_close(&w, '}');
+    conf_json_raw(&w, "\n", 1);
+    return w.buf;
+}
+
+char *config_to_json(const struct config *cfg)
+{
+    return conf_write_json(cfg, NULL);
+}
+
+static const struct conf_server *conf_find_server(const struct conf_upstream *up,
+                                                  const char *address)
+{
+    for (size_t i = 0; i < up->n_servers; i++)
+        if (conf_server_is(&up->servers[i], address))
+            return &up->servers[i];
+    return NULL;
+}
+
+/* Checks edit E of server ADDRESS in upstream UPSTREAM against CFG, then writes the edited
+ * JSON. NULL with *ERR set when the edit cannot be made. */
+static char *conf_edit(const struct config *cfg, const char *upstream, const char *address,
+                       struct conf_json_edit *e, const char **err)
+{
+    const char *problem = NULL;
+    e->up = cfg ? config_find_upstream(cfg, upstream) : NULL;
+    e->address = address;
+    if (!e->up)
+        problem = "unknown upstream";
+    else if (!address || !conf_is_visible(address))
+        problem = e->op == CONF_EDIT_ADD ? "invalid server address" : "unknown server";
+    else if (e->op == CONF_EDIT_ADD && conf_find_server(e->up, address))
+        problem = "server already exists";
+    else if (e->op != CONF_EDIT_ADD && !conf_find_server(e->up, address))
+        problem = "unknown server";
+    else if (e->op == CONF_EDIT_REMOVE && e->up->n_servers == 1)
+        problem = "an upstream needs at least one server";
+    if (err)
+        *err = problem;
+    return problem ? NULL : conf_write_json(cfg, e);
+}
+
+char *config_edit_add_server(const struct config *cfg, const char *upstream, const char *address,
+                             uint32_t weight, const char **err)
+{
+    struct conf_json_edit e = { .op = CONF_EDIT_ADD, .weight = weight };
+    return conf_edit(cfg, upstream, address, &e, err);
+}
+
+char *config_edit_remove_server(const struct config *cfg, const char *upstream, const char *address,
+                                const char **err)
+{
+    struct conf_json_edit e = { .op = CONF_EDIT_REMOVE };
+    return conf_edit(cfg, upstream, address, &e, err);
+}
+
+char *config_edit_server(const struct config *cfg, const char *upstream, const char *address,
+                         uint32_t weight, int drain, const char **err)
+{
+    struct conf_json_edit e = { .op = CONF_EDIT_SET, .weight = weight, .drain = drain };
+    return conf_edit(cfg, upstream, address, &e, err);
 }

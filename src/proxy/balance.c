@@ -142,8 +142,10 @@ void balance_state_free(struct balance_state *st)
 {
     free(st->current);
     free(st->active);
+    free(st->weights);
     st->current = NULL;
     st->active = NULL;
+    st->weights = NULL;
 }
 
 /* ---- request key ---- */
@@ -226,8 +228,17 @@ uint64_t balance_request_hash(const struct conf_upstream *up, const struct http_
 
 static uint32_t balance_weight(const struct balance_state *st, size_t i)
 {
-    uint32_t w = st->up->servers[i].weight;
+    uint32_t w = st->weights && st->weights[i] ? st->weights[i] : st->up->servers[i].weight;
     return w ? w : 1;
+}
+
+void balance_set_weight(struct balance_state *st, size_t i, uint32_t weight)
+{
+    if (!st->weights && !weight)
+        return;
+    if (!st->weights && !(st->weights = calloc(st->up->n_servers, sizeof *st->weights)))
+        return; /* without memory, the configured weight is a fine answer */
+    st->weights[i] = weight;
 }
 
 static bool balance_usable(const bool *skip, size_t i) { return !skip || !skip[i]; }

@@ -37,6 +37,7 @@ struct balance_state {
     int64_t *current;                /* smooth WRR current weight per server, owned */
     uint32_t *active;                /* active requests per server on this worker, owned */
     uint64_t rng;                    /* xorshift state for random_two */
+    uint32_t *weights;               /* effective weights (slow start), owned; NULL = configured */
 };
 
 int balance_state_init(struct balance_state *st, const struct conf_upstream *up,
@@ -53,6 +54,8 @@ uint64_t balance_request_hash(const struct conf_upstream *up, const struct http_
  * the caller brackets it with balance_begin / balance_end. */
 int balance_pick(struct balance_state *st, uint64_t key_hash, const bool *skip);
 void balance_begin(struct balance_state *st, int server);
+/* Overrides server I's weight (slow start ramps it up); 0 restores the configured weight. */
+void balance_set_weight(struct balance_state *st, size_t i, uint32_t weight);
 void balance_end(struct balance_state *st, int server);
 
 #endif

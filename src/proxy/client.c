@@ -93,7 +93,7 @@ static void client_on_event(struct loop_io *io, uint32_t events)
 /* Parses what C->in holds: starts an exchange, rejects, or returns 0 to read more. */
 static int client_try_parse(struct client *c)
 {
-    const struct conf_limits *lim = &c->w->cfg->limits;
+    const struct conf_limits *lim = &worker_config(c->w)->limits;
     struct h1_limits hl = { lim->max_request_line, lim->max_header_bytes, lim->max_headers };
     struct http_header headers[CLIENT_MAX_HEADERS_STACK];
     struct http_msg req = { .headers = headers };
@@ -123,7 +123,7 @@ static int client_make_room(struct client *c)
     buf_compact(c->in);
     if (buf_space(c->in))
         return 0;
-    uint32_t limit = c->w->cfg->limits.max_header_bytes + 1;
+    uint32_t limit = worker_config(c->w)->limits.max_header_bytes + 1;
     if (c->in->cap >= limit)
         return -1; /* the parser has already said 431 for anything longer */
     struct buf *g = buf_grow(c->in, limit);
@@ -181,7 +181,7 @@ void client_exchange_done(struct client *c, bool keep_alive)
         c->in = NULL;
     }
     c->head_timer_armed = false;
-    loop_timer_after(w->loop, &c->timer, w->cfg->limits.keepalive_timeout_ms);
+    loop_timer_after(w->loop, &c->timer, worker_config(w)->limits.keepalive_timeout_ms);
     c->task.run = client_resume_task;
     if (c->in || c->readable)
         loop_defer(w->loop, &c->task); /* pipelined bytes wait: answer in order, outside this stack */
@@ -221,7 +221,8 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *peer, sockle
         w->clients->prev = c;
     w->clients = c;
     w->n_clients++;
+    STATS_SET(w->stats.client_conns_active, w->n_clients);
     /* The first request gets header_timeout from accept: a silent connection is a slowloris too. */
     c->head_timer_armed = true;
-    loop_timer_after(w->loop, &c->timer, w->cfg->limits.header_timeout_ms);
+    loop_timer_after(w->loop, &c->timer, worker_config(w)->limits.header_timeout_ms);
 }

@@ -15,18 +15,19 @@
 #include "proxy/client.h"
 #include "proxy/pump.h"
 #include "proxy/route.h"
+#include "proxy/select.h"
 #include "proxy/worker.h"
 
-enum ex_state { EX_LOCAL, EX_CONNECT, EX_WAIT_HEAD, EX_BODY, EX_TUNNEL };
+enum ex_state { EX_LOCAL, EX_BACKOFF, EX_CONNECT, EX_WAIT_HEAD, EX_BODY, EX_TUNNEL };
 enum ex_step { EX_AGAIN, EX_WAIT, EX_GONE };
 
-#define EX_MAX_CONNECT_ATTEMPTS 3
 static const char ex_continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 struct exchange {
     struct client *c;
     struct worker *w;
-    struct config *cfg;               /* reference held until the exchange ends */
+    struct worker_gen *gen;           /* the generation it started on, held until it ends */
+    const struct config *cfg;         /* gen's configuration */
     enum ex_state state;
     struct http_msg req;              /* slices into req_raw; headers = req_hdrs */
     char *req_raw;                    /* owned copy of the request head (capacity req_raw_cap) */
@@ -94,15 +95,37 @@ static void ex_release_memory(struct exchange *ex)
     free(ex);
 }
 
+static struct stats_entry *ex_server_stats(const struct exchange *ex)
+{
+    return ex->gen->server_stats[ex->route->upstream->index][ex->server];
+}
+
+/* The exchange counts as active on its server (balancer and gauge) between these two. */
+static void ex_server_begin(struct exchange *ex, int server)
+{
+    ex->server = server;
+    balance_begin(&ex->wu->bal, server);
+    if (ex_server_stats(ex))
+        STATS_ADD(ex_server_stats(ex)->active, 1);
+}
+
+static void ex_server_end(struct exchange *ex)
+{
+    if (ex->server < 0 || !ex->wu)
+        return;
+    balance_end(&ex->wu->bal, ex->server);
+    if (ex_server_stats(ex))
+        STATS_ADD(ex_server_stats(ex)->active, (uint64_t)-1);
+}
+
 static void ex_free(struct exchange *ex)
 {
     struct loop *loop = ex->w->loop;
     loop_timer_stop(loop, &ex->up_timer);
-    if (ex->server >= 0 && ex->wu)
-        balance_end(&ex->wu->bal, ex->server);
+    ex_server_end(ex);
     if (ex->uc)
         upstream_close(ex->uc);
-    config_unref(ex->cfg);
+    worker_gen_release(ex->w, ex->gen);
     if (ex_cache_n < EX_CACHE_MAX)
         ex_cache[ex_cache_n++] = ex;
     else
@@ -153,6 +176,34 @@ static int ex_reserve(void **arr, size_t *cap, size_t n, size_t size)
     return 0;
 }
 
+/* Per-worker counters for metrics: owner-written, no read-modify-write instruction. */
+static void ex_count(struct exchange *ex, uint64_t bytes_in, uint64_t total_ms)
+{
+    struct worker_stats *ws = &ex->w->stats;
+    unsigned cls = stats_status_class(ex->status == 499 ? 0 : ex->status);
+    uint64_t out = ex->resp_pump.bytes_out;
+    STATS_ADD(ws->bytes_in, bytes_in);
+    STATS_ADD(ws->bytes_out, out);
+    stats_histogram_observe(&ws->latency_total, total_ms);
+    struct stats_entry *rs = ex->route ? ex->gen->route_stats[ex->route->index] : NULL;
+    if (rs) {
+        STATS_ADD(rs->requests[cls], 1);
+        STATS_ADD(rs->bytes_in, bytes_in);
+        STATS_ADD(rs->bytes_out, out);
+        stats_histogram_observe(&rs->latency, total_ms);
+    }
+    if (ex->server < 0 || ex->upstream_ms < 0)
+        return;
+    stats_histogram_observe(&ws->latency_upstream, (uint64_t)ex->upstream_ms);
+    struct stats_entry *entries[2] = { ex->gen->up_stats[ex->route->upstream->index], ex_server_stats(ex) };
+    for (int i = 0; i < 2; i++) {
+        if (!entries[i])
+            continue;
+        STATS_ADD(entries[i]->requests[cls], 1);
+        stats_histogram_observe(&entries[i]->latency, (uint64_t)ex->upstream_ms);
+    }
+}
+
 static void ex_log(struct exchange *ex)
 {
     const struct http_header *ua = http_msg_find(&ex->req, "user-agent");
@@ -177,6 +228,7 @@ static void ex_log(struct exchange *ex)
         .referer = ref ? ref->value : STR_LIT(""),
     };
     accesslog_write(&ex->w->alog, &e);
+    ex_count(ex, e.bytes_in, e.total_ms);
 }
 
 /* Ends the exchange: log, give the upstream connection back, hand the client on. */
@@ -308,25 +360,37 @@ static enum ex_step ex_local_step(struct exchange *ex)
 
 static void ex_on_up_timer(struct loop_timer *t);
 
+static struct server_state *const *ex_states(const struct exchange *ex)
+{
+    return ex->gen->rt->states[ex->route->upstream->index];
+}
+
+static void ex_record(struct exchange *ex, bool success)
+{
+    select_record(ex->w, ex->route->upstream, ex_states(ex), (size_t)ex->server, success, loop_now(ex->w->loop));
+}
+
+static enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why);
+
 static enum ex_step ex_connect(struct exchange *ex, bool fresh)
 {
     const struct conf_upstream *up = ex->route->upstream;
     if (ex->server < 0) {
         uint64_t key = up->balance == BALANCE_HASH ? balance_request_hash(up, &ex->req, &ex->c->peer.sa) : 0;
-        ex->server = balance_pick(&ex->wu->bal, key, ex->tried);
-        if (ex->server < 0)
+        int s = select_server(ex->wu, up, ex_states(ex), ex->tried, key, loop_now(ex->w->loop));
+        if (s == SELECT_ALL_DOWN)
+            return ex_send_error(ex, 503); /* at once: waiting for a connect timeout helps nobody */
+        if (s < 0)
             return ex_send_error(ex, 502);
-        balance_begin(&ex->wu->bal, ex->server);
+        ex_server_begin(ex, s);
     }
     ex->attempts++;
     ex->tried[ex->server] = true;
     struct upstream_pool *pool = &ex->wu->pools[ex->server];
     struct upstream_conn *uc = fresh ? NULL : upstream_pool_take(pool);
     ex->reused = uc != NULL;
-    if (!uc && !(uc = upstream_connect(pool))) {
-        log_warn("upstream %s server %s: connect failed: %s", up->name, ex_server(ex)->address, strerror(errno));
-        return ex_send_error(ex, 502);
-    }
+    if (!uc && !(uc = upstream_connect(pool)))
+        return ex_upstream_failed(ex, 502, strerror(errno));
     uc->ex = ex;
     ex->uc = uc;
     ex->t_upstream = loop_now(ex->w->loop);
@@ -390,26 +454,67 @@ static enum ex_step ex_fail_upstream(struct exchange *ex, int status)
     return ex_send_error(ex, status);
 }
 
+/* A retry goes to another server, before any response byte reached the client, only when the
+ * request can be sent again, the method allows it once the server may have seen it, attempts
+ * remain, another server exists, and the worker's retry budget agrees (so that a failing pool
+ * cannot multiply its load). */
+/* The request can be sent again: no body, a kept copy of it, or none of it taken yet. */
+static bool ex_replayable(const struct exchange *ex)
+{
+    return ex->req_pump.in_kind == H1_BODY_NONE || ex->req_pump.tap || ex->req_pump.body == 0;
+}
+
+static bool ex_may_retry(struct exchange *ex, bool sent)
+{
+    const struct conf_upstream *up = ex->route->upstream;
+    uint64_t now = loop_now(ex->w->loop);
+    if (ex->attempts >= up->retries.attempts || !ex_replayable(ex) || ex->resp_pump.bytes_out)
+        return false;
+    if (sent && !http_method_is_idempotent(ex->req.method_id))
+        return false;
+    if (!select_has_candidate(up, ex_states(ex), ex->tried, now))
+        return false;
+    if (!retry_budget_take(&ex->wu->budget, now)) {
+        STATS_ADD(ex->w->stats.retry_budget_exhausted, 1);
+        return false;
+    }
+    return true;
+}
+
+/* Waits a jittered backoff, then tries another server (EX_BACKOFF ends in ex_on_up_timer). */
+static enum ex_step ex_retry(struct exchange *ex)
+{
+    const struct conf_upstream *up = ex->route->upstream;
+    ex_rewind_request(ex);
+    ex_server_end(ex);
+    ex->server = -1;
+    STATS_ADD(ex->w->stats.retries, 1);
+    if (ex->gen->up_stats[up->index])
+        STATS_ADD(ex->gen->up_stats[up->index]->retries, 1);
+    uint64_t delay = retry_backoff_ms(up->retries.backoff_ms, up->retries.backoff_max_ms, ex->attempts,
+                                      &ex->wu->bal.rng);
+    loop_timer_after(ex->w->loop, &ex->up_timer, delay ? delay : 1);
+    ex->state = EX_BACKOFF;
+    return EX_WAIT;
+}
+
 /* The upstream failed before the response head: retry when that is safe, else answer STATUS. */
 static enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why)
 {
     const struct conf_upstream *up = ex->route->upstream;
-    bool replayable = ex->req_pump.in_kind == H1_BODY_NONE || ex->req_pump.tap;
+    bool replayable = ex_replayable(ex);
+    bool sent = ex->reused || (ex->uc && ex->uc->connected);
     log_info("upstream %s server %s: %s", up->name, ex_server(ex)->address, why);
     if (ex->reused && !ex->retried_reused && replayable && http_method_is_idempotent(ex->req.method_id)) {
-        /* The server may have closed a pooled connection just as we reused it: one fresh try. */
+        /* The server may have closed a pooled connection just as we reused it: one fresh try,
+         * and no mark against the server. */
         ex->retried_reused = true;
         ex_rewind_request(ex);
         return ex_connect(ex, true);
     }
-    if (!ex->reused && ex->uc && !ex->uc->connected && ex->attempts < EX_MAX_CONNECT_ATTEMPTS &&
-        ex->req_pump.bytes_out == 0) {
-        /* Nothing reached that server: trying another one is safe for any method. */
-        ex_rewind_request(ex);
-        balance_end(&ex->wu->bal, ex->server);
-        ex->server = -1;
-        return ex_connect(ex, false);
-    }
+    ex_record(ex, false);
+    if (ex_may_retry(ex, sent))
+        return ex_retry(ex);
     return ex_fail_upstream(ex, status);
 }
 
@@ -461,7 +566,9 @@ static enum ex_step ex_pump_request(struct exchange *ex)
         if (ex->state == EX_WAIT_HEAD) {
             /* The request is out: from now on only the server can be late. */
             loop_timer_stop(ex->w->loop, &ex->c->timer);
-            loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->response_timeout_ms);
+            const struct conf_upstream *up = ex->route->upstream;
+            uint64_t wait = up->retries.per_try_timeout_ms ? up->retries.per_try_timeout_ms : up->response_timeout_ms;
+            loop_timer_after(ex->w->loop, &ex->up_timer, wait);
         }
         return EX_AGAIN;
     }
@@ -578,6 +685,15 @@ static enum hdr_framing ex_client_framing(const struct exchange *ex, enum h1_bod
     return ex->req.version_minor >= 1 ? HDR_FRAME_CHUNKED : HDR_FRAME_CLOSE;
 }
 
+static bool ex_retry_status(const struct exchange *ex, int status)
+{
+    const struct conf_retries *r = &ex->route->upstream->retries;
+    for (size_t i = 0; i < r->n_statuses; i++)
+        if (r->statuses[i] == status)
+            return true;
+    return false;
+}
+
 static enum ex_step ex_begin_response(struct exchange *ex)
 {
     struct http_msg *resp = &ex->resp;
@@ -585,6 +701,12 @@ static enum ex_step ex_begin_response(struct exchange *ex)
         return ex->tunnel_requested ? ex_start_tunnel(ex) : ex_upstream_failed(ex, 502, "unexpected 101");
     if (resp->status < 200)
         return ex_interim(ex);
+    ex_record(ex, resp->status < 500);
+    if (ex_retry_status(ex, resp->status) && ex_may_retry(ex, true)) {
+        log_info("upstream %s server %s: status %d, retrying", ex->route->upstream->name, ex_server(ex)->address,
+                 resp->status);
+        return ex_retry(ex); /* the connection goes: its unread body is not worth draining */
+    }
     enum h1_body_kind kind = h1_response_body_kind(resp, ex->req.method_id);
     enum hdr_framing framing = ex_client_framing(ex, kind);
     if (framing == HDR_FRAME_CLOSE || ex->w->draining)
@@ -676,6 +798,7 @@ static enum ex_step ex_run_state(struct exchange *ex)
 {
     switch (ex->state) {
     case EX_LOCAL: return ex_local_step(ex);
+    case EX_BACKOFF: return EX_WAIT;
     case EX_CONNECT: return ex_connect_step(ex);
     case EX_WAIT_HEAD: return ex_wait_head_step(ex);
     case EX_BODY: return ex_body_step(ex);
@@ -710,10 +833,12 @@ static void ex_on_up_timer(struct loop_timer *t)
 {
     struct exchange *ex = container_of(t, struct exchange, up_timer);
     enum ex_step st;
-    if (ex->state == EX_CONNECT)
+    if (ex->state == EX_BACKOFF)
+        st = ex_connect(ex, false);
+    else if (ex->state == EX_CONNECT)
         st = ex_upstream_failed(ex, 504, "connect timed out");
     else if (ex->state == EX_WAIT_HEAD && ex->req_done)
-        st = ex_fail_upstream(ex, 504);
+        st = ex_upstream_failed(ex, 504, "response timed out");
     else if (ex->state == EX_WAIT_HEAD || ex->state == EX_BODY) {
         log_info("upstream %s server %s: idle timeout", ex->route->upstream->name, ex_server(ex)->address);
         st = ex->resp_started ? ex_abort_client(ex) : ex_fail_upstream(ex, 504);
@@ -754,7 +879,8 @@ static struct exchange *ex_new(struct client *c)
         return NULL;
     ex->c = c;
     ex->w = w;
-    ex->cfg = config_ref(w->cfg);
+    ex->gen = worker_gen_use(w);
+    ex->cfg = ex->gen->rt->cfg;
     ex->server = -1;
     ex->upstream_ms = -1;
     ex->t_start = loop_now(w->loop);
@@ -817,7 +943,7 @@ static enum ex_step ex_forward(struct exchange *ex)
     char path_small[2048];
     char *path = req->path.n + 2 <= sizeof path_small ? path_small : malloc(req->path.n + 2);
     int plen = path ? route_upstream_path(r, req->path, path, req->path.n + 2) : -1;
-    ex->wu = &ex->w->ups[r->upstream->index];
+    ex->wu = &ex->gen->ups[r->upstream->index];
     int tried_ok = ex_reserve((void **)&ex->tried, &ex->tried_cap, r->upstream->n_servers, sizeof *ex->tried);
     if (tried_ok == 0)
         memset(ex->tried, 0, r->upstream->n_servers * sizeof *ex->tried);
@@ -827,6 +953,7 @@ static enum ex_step ex_forward(struct exchange *ex)
         return ex_send_error(ex, 500);
     }
     ex->tunnel_requested = req->conn_upgrade && req->upgrade.n;
+    retry_budget_on_request(&ex->wu->budget, loop_now(ex->w->loop));
     struct hdr_request_ctx rc = {
         .fwd = &ex->cfg->forwarding, .ops = &r->request_headers, .path = str_make(path, (size_t)plen),
         .client_ip = str_make(ex->client_ip, strlen(ex->client_ip)),

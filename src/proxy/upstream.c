@@ -15,6 +15,17 @@ static void upstream_free_task(struct loop_task *task)
     free(uc);
 }
 
+/* Keeps the idle / active connection gauges of the worker and the server (owner-written). */
+static void upstream_gauge(struct upstream_pool *pool, int idle, int active)
+{
+    if (pool->wstats) {
+        STATS_ADD(pool->wstats->upstream_conns_idle, (uint64_t)(int64_t)idle);
+        STATS_ADD(pool->wstats->upstream_conns_active, (uint64_t)(int64_t)active);
+    }
+    if (pool->stats)
+        STATS_ADD(pool->stats->idle_conns, (uint64_t)(int64_t)idle);
+}
+
 static void upstream_unlink_idle(struct upstream_conn *uc)
 {
     struct upstream_pool *pool = uc->pool;
@@ -27,6 +38,7 @@ static void upstream_unlink_idle(struct upstream_conn *uc)
     uc->next = uc->prev = NULL;
     uc->idle = false;
     pool->n_idle--;
+    upstream_gauge(pool, -1, 0);
 }
 
 void upstream_close(struct upstream_conn *uc)
@@ -36,6 +48,8 @@ void upstream_close(struct upstream_conn *uc)
     struct upstream_pool *pool = uc->pool;
     if (uc->idle)
         upstream_unlink_idle(uc);
+    else
+        upstream_gauge(pool, 0, -1);
     uc->closed = true;
     pool->n_open--;
     loop_timer_stop(pool->loop, &uc->idle_timer);
@@ -71,6 +85,7 @@ struct upstream_conn *upstream_pool_take(struct upstream_pool *pool)
     if (!uc)
         return NULL;
     upstream_unlink_idle(uc);
+    upstream_gauge(pool, 0, 1);
     loop_timer_stop(pool->loop, &uc->idle_timer);
     /* Idle connections that saw any read event were closed, so nothing is waiting to be read:
      * reading before the request is out would only return EAGAIN. */
@@ -101,6 +116,7 @@ struct upstream_conn *upstream_connect(struct upstream_pool *pool)
         return NULL;
     }
     pool->n_open++;
+    upstream_gauge(pool, 0, 1);
     return uc;
 }
 
@@ -108,10 +124,12 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
 {
     struct upstream_pool *pool = uc->pool;
     uc->ex = NULL;
-    if (!reusable || (uc->in && buf_len(uc->in)) || pool->n_idle >= pool->up->keepalive_max_idle) {
+    if (!reusable || pool->closing || (uc->in && buf_len(uc->in)) ||
+        pool->n_idle >= pool->up->keepalive_max_idle) {
         upstream_close(uc);
         return;
     }
+    upstream_gauge(pool, 1, -1);
     buf_put(uc->in);
     uc->in = NULL;
     uc->uses++;
@@ -129,4 +147,23 @@ void upstream_pool_close_idle(struct upstream_pool *pool)
 {
     while (pool->idle)
         upstream_close(pool->idle);
+}
+
+void upstream_pool_adopt(struct upstream_pool *to, struct upstream_pool *from)
+{
+    while (from->idle) {
+        struct upstream_conn *uc = from->idle;
+        upstream_unlink_idle(uc);
+        from->n_open--;
+        uc->pool = to;
+        to->n_open++;
+        upstream_gauge(to, 1, 0);
+        uc->next = to->idle;
+        uc->prev = NULL;
+        if (to->idle)
+            to->idle->prev = uc;
+        to->idle = uc;
+        to->n_idle++;
+        uc->idle = true;
+    }
 }

@@ -12,6 +12,7 @@
 #include "conf/config.h"
 #include "core/buf.h"
 #include "core/loop.h"
+#include "proxy/stats.h"
 
 struct exchange;
 struct upstream_pool;
@@ -40,6 +41,9 @@ struct upstream_pool {
     struct upstream_conn *idle;       /* LIFO list */
     uint32_t n_idle;
     uint32_t n_open;                  /* idle + lent */
+    bool closing;                     /* retired generation or draining server: never pool again */
+    struct stats_entry *stats;        /* this server's per-worker counters (gauges), may be NULL */
+    struct worker_stats *wstats;      /* the worker's counters (gauges), may be NULL */
     /* The borrower's handler for events on a lent connection (keeps upstream below exchange). */
     void (*on_lent_event)(struct upstream_conn *uc, uint32_t events);
 };
@@ -54,5 +58,7 @@ void upstream_release(struct upstream_conn *uc, bool reusable);
 void upstream_close(struct upstream_conn *uc);
 /* Closes every idle connection of POOL (shutdown). */
 void upstream_pool_close_idle(struct upstream_pool *pool);
+/* Moves every idle connection of FROM into TO (same server, new generation). */
+void upstream_pool_adopt(struct upstream_pool *to, struct upstream_pool *from);
 
 #endif

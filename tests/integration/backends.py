@@ -560,3 +560,82 @@ def _ws_frame(opcode, payload):
     else:
         hdr = bytes([0x80 | opcode, 127]) + n.to_bytes(8, "big")
     return hdr + payload
+
+
+# ---------------------------------------------------------------------------------------------
+# Additions for the failover / live-change tests (issue 3). Existing behaviour is unchanged.
+
+class ControlledBackend(Backend):
+    """A Backend whose health endpoint and answers can be switched by the test at run time.
+
+        health_path     requests whose path is this (default "/healthz") are health checks:
+                        answered with `health_status` (default 200) and a short body, counted
+                        in `health_checks`, and NOT recorded in `requests` (so request counts
+                        are application traffic only).
+        health_status   status for health checks; change it at any time (e.g. 500 -> down).
+        health_hosts    the Host header of every health check seen (in order).
+        status          when not None, every application request gets this status (with the
+                        usual JSON body) whatever its query parameters say.
+    """
+
+    def __init__(self, name=None, health_path="/healthz", health_status=200, status=None, **kw):
+        self.health_path = health_path
+        self.health_status = health_status
+        self.status = status
+        self.health_checks = 0
+        self.health_hosts = []
+        super().__init__(name=name, **kw)
+
+    def app_request_count(self):
+        return self.request_count()
+
+    def _forget(self, req):
+        with self._lock:
+            for i in range(len(self.requests) - 1, -1, -1):
+                if self.requests[i] is req:
+                    del self.requests[i]
+                    break
+            self.health_checks += 1
+            self.health_hosts.append(req["hmap"].get("host"))
+
+    def _answer(self, conn, req):
+        path = urlsplit(req["target"]).path
+        if path == self.health_path:
+            self._forget(req)
+            status = int(self.health_status)
+            body = b"" if req["method"] == "HEAD" else ("health %d\n" % status).encode()
+            conn.send("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+                      % (status, REASONS.get(status, "Status"), len(body)))
+            if body:
+                conn.send(body)
+            return True
+        forced = self.status
+        if forced is not None and self.handler is None and self.raw_response is None:
+            if self.delay:
+                time.sleep(self.delay)
+            body = json.dumps({"backend": self.name, "conn_id": req["conn_id"],
+                               "request_no": req["request_no"], "method": req["method"],
+                               "target": req["target"], "body_len": req["body_len"],
+                               "body_sha256": req["body_sha256"]}).encode()
+            conn.send("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %d\r\n\r\n"
+                      % (forced, REASONS.get(forced, "Status"), len(body)))
+            if req["method"] != "HEAD":
+                conn.send(body)
+            return True
+        return super()._answer(conn, req)
+
+
+def start_backend_on_port(port, name=None, cls=None, attempts=100, **opts):
+    """Starts a backend (CLS, default ControlledBackend) listening on 127.0.0.1:PORT, e.g. to
+    bring a killed one back. Retries the bind for a while (the port may linger briefly).
+    The caller stops it (backend.stop())."""
+    cls = cls or ControlledBackend
+    last = None
+    for _ in range(attempts):
+        try:
+            return cls(name=name, port=port, **opts)
+        except OSError as e:
+            last = e
+            time.sleep(0.1)
+    raise last

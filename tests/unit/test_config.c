@@ -517,8 +517,8 @@ UNIT_TEST(listeners)
                      "t.yaml:2:13: invalid name \"a b\": may hold only letters, digits, '_', '-', "
                      "'.' and ':'"));
     CHECK(fails_with(LISTEN "admin: { address: \"localhost:1\" }\n",
-                     "t.yaml:2:19: invalid address \"localhost:1\": must be a numeric IP:port, "
-                     "[IPv6]:port or *:port"));
+                     "t.yaml:2:19: invalid address \"localhost:1\": must be \"off\" or a numeric "
+                     "IP:port, [IPv6]:port or *:port"));
     /* A listener without a name gets one from its position. */
     struct conf_errors errs = { 0 };
     struct config *c = load("listeners: [ { address: \"*:80\" }, { address: \"*:81\" } ]\n", &errs);

@@ -1,0 +1,28 @@
+/* runtime: one published configuration with what the control thread derives from it once for
+ * every worker — hash rings and the shared state of each server. Workers and exchanges hold
+ * references; the last one to let go frees it (DESIGN: a snapshot is freed when its last user
+ * lets go). */
+#ifndef PORTERO_PROXY_RUNTIME_H
+#define PORTERO_PROXY_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "conf/config.h"
+#include "proxy/balance.h"
+#include "proxy/server_state.h"
+
+struct runtime {
+    atomic_int refs;
+    uint64_t generation;             /* 1, 2, ... in publication order */
+    struct config *cfg;              /* a reference */
+    struct balance_ring **rings;     /* per upstream, NULL unless balance: hash; owned */
+    struct server_state ***states;   /* [upstream][server], one reference each */
+};
+
+/* Builds the runtime of CFG (takes a reference to CFG). NULL on allocation failure. */
+struct runtime *runtime_build(struct config *cfg, uint64_t generation);
+struct runtime *runtime_ref(struct runtime *rt);
+void runtime_unref(struct runtime *rt);
+
+#endif
