@@ -18,6 +18,17 @@
 
 static void client_read_head(struct client *c);
 
+/* Keeps the worker's count of idle client connections (a metrics gauge) in step. */
+static void client_set_busy(struct client *c, bool busy)
+{
+    struct worker *w = c->w;
+    if (c->busy == busy)
+        return;
+    c->busy = busy;
+    w->n_idle_clients += busy ? -1u : 1u;
+    STATS_SET(w->stats.client_conns_idle, w->n_idle_clients);
+}
+
 static void client_free_task(struct loop_task *task)
 {
     free(container_of(task, struct client, task));
@@ -42,6 +53,7 @@ static void client_on_timer(struct loop_timer *t)
         return;
     }
     if (c->in && buf_len(c->in)) {
+        client_set_busy(c, true);
         exchange_reject(c, 408); /* a head started but did not finish in time (slowloris) */
         return;
     }
@@ -55,6 +67,7 @@ void client_close(struct client *c)
     struct worker *w = c->w;
     if (c->ex)
         exchange_abort(c->ex);
+    client_set_busy(c, true); /* leaves the idle count */
     c->closed = true;
     loop_timer_stop(w->loop, &c->timer);
     loop_cancel(w->loop, &c->task);
@@ -102,10 +115,12 @@ static int client_try_parse(struct client *c)
     if (r > 0) {
         c->requests++;
         c->head_timer_armed = false;
+        client_set_busy(c, true);
         exchange_start(c, &req);
         return 1;
     }
     if (r < 0) {
+        client_set_busy(c, true);
         exchange_reject(c, -r);
         return 1;
     }
@@ -145,6 +160,7 @@ static void client_read_head(struct client *c)
         if (!c->readable)
             break;
         if (client_make_room(c) < 0) {
+            client_set_busy(c, true);
             exchange_reject(c, 431);
             return;
         }
@@ -176,6 +192,7 @@ void client_exchange_done(struct client *c, bool keep_alive)
         client_close(c);
         return;
     }
+    client_set_busy(c, false);
     if (c->in && !buf_len(c->in)) {
         buf_put(c->in);
         c->in = NULL;
@@ -221,6 +238,8 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *peer, sockle
         w->clients->prev = c;
     w->clients = c;
     w->n_clients++;
+    c->busy = true;
+    client_set_busy(c, false);
     STATS_SET(w->stats.client_conns_active, w->n_clients);
     /* The first request gets header_timeout from accept: a silent connection is a slowloris too. */
     c->head_timer_armed = true;

@@ -33,6 +33,7 @@ struct client {
     bool closed;
     bool rdhup;                    /* the peer's FIN was seen: a short read is not "drained" */
     bool head_timer_armed;         /* header_timeout runs (first byte of a head seen) */
+    bool busy;                     /* an exchange runs (else idle, for the gauge) */
 };
 
 /* Takes ownership of FD accepted by W's listener L. */

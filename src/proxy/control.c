@@ -149,8 +149,14 @@ static void control_publish(struct control *ctl, struct config *cfg, struct cont
     ctl->rt = rt;
     log_set_level((enum log_sev)rt->cfg->log.level);
     health_apply(ctl->health, rt->cfg, control_state_of, rt);
-    if (ctl->admin)
+    if (ctl->admin) {
         admin_apply(ctl->admin);
+    } else {
+        char *admin_err = NULL; /* it could not start before: the new address may do */
+        if (!(ctl->admin = admin_start(ctl, &admin_err)))
+            log_error("admin API not available: %s", admin_err ? admin_err : "cannot start");
+        free(admin_err);
+    }
     res->ok = true;
     log_info("configuration generation %llu published: %s", (unsigned long long)rt->generation,
              res->summary ? res->summary : "");

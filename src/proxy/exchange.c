@@ -185,7 +185,7 @@ static void ex_count(struct exchange *ex, uint64_t bytes_in, uint64_t total_ms)
     STATS_ADD(ws->bytes_in, bytes_in);
     STATS_ADD(ws->bytes_out, out);
     stats_histogram_observe(&ws->latency_total, total_ms);
-    struct stats_entry *rs = ex->route ? ex->gen->route_stats[ex->route->index] : NULL;
+    struct stats_entry *rs = ex->route ? ex->gen->route_stats[ex->route->index] : ex->gen->noroute_stats;
     if (rs) {
         STATS_ADD(rs->requests[cls], 1);
         STATS_ADD(rs->bytes_in, bytes_in);
@@ -509,6 +509,7 @@ static enum ex_step ex_upstream_failed(struct exchange *ex, int status, const ch
         /* The server may have closed a pooled connection just as we reused it: one fresh try,
          * and no mark against the server. */
         ex->retried_reused = true;
+        ex->attempts--; /* the same attempt, on a fresh connection: not one of `retries.attempts` */
         ex_rewind_request(ex);
         return ex_connect(ex, true);
     }

@@ -131,6 +131,10 @@ static void health_verdict(struct health_checker *c, bool ok, const char *reason
         unsigned n = atomic_fetch_add_explicit(&st->check_successes, 1, memory_order_relaxed) + 1;
         if (!up && n >= (c->hc.rise ? c->hc.rise : 1)) {
             atomic_store_explicit(&st->up_since, loop_now(c->h->loop), memory_order_relaxed);
+            /* The checks just saw it recover: an outlier ejection from its outage ends too,
+             * so it rejoins now (with slow start) rather than when the ejection expires. */
+            atomic_store_explicit(&st->ejected_until, 0, memory_order_relaxed);
+            atomic_store_explicit(&st->consecutive_failures, 0, memory_order_relaxed);
             atomic_store_explicit(&st->active_up, true, memory_order_relaxed);
             log_info("upstream %s server %s is up (health check)", c->upstream, c->address);
         }

@@ -130,6 +130,7 @@ static struct worker_gen *worker_gen_build(struct worker *w, struct runtime *rt)
     bool ok = gen->ups && gen->up_stats && gen->server_stats && gen->route_stats;
     for (size_t u = 0; ok && u < cfg->n_upstreams; u++)
         ok = worker_gen_upstream(w, gen, u) == 0;
+    gen->noroute_stats = stats_table_entry(&w->stats.routes, "");
     for (size_t r = 0; ok && r < cfg->n_routes; r++)
         gen->route_stats[r] = stats_table_entry(&w->stats.routes, cfg->routes[r].name);
     if (!ok) {

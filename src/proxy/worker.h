@@ -59,6 +59,7 @@ struct worker_gen {
     struct stats_entry **route_stats;/* per route (may hold NULL when the table is full) */
     struct stats_entry **up_stats;   /* per upstream */
     struct stats_entry ***server_stats; /* [upstream][server] */
+    struct stats_entry *noroute_stats;  /* requests no route took (404, early 4xx), named "" */
     unsigned users;                  /* exchanges on it, +1 while it is the worker's current */
 };
 
@@ -72,6 +73,7 @@ struct worker {
     struct worker_listener *listeners;
     struct client *clients;          /* every open client connection (for drain) */
     uint32_t n_clients;
+    uint32_t n_idle_clients;         /* between requests (gauge for metrics) */
     bool accept_paused;              /* at max_connections: listeners out of epoll */
     bool draining;
     struct accesslog alog;

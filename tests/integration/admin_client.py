@@ -230,6 +230,28 @@ class Admin:
         assert r.status == 200, r
         return Metrics(r.text)
 
+    def settled_metrics(self, name, at_least, timeout=10.0, **labels):
+        """Metrics once NAME{LABELS} reaches AT_LEAST (workers bump counters just after the
+        response is written, so a scrape right after a response may be a moment behind), or
+        the last scrape at TIMEOUT. Assert the exact value on what it returns."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.metrics()
+            if m.value(name, **labels) >= at_least or time.monotonic() >= deadline:
+                return m
+            time.sleep(0.05)
+
+    def stable_value(self, name, timeout=10.0, settle=0.3, **labels):
+        """The value of NAME{LABELS} once two scrapes SETTLE seconds apart agree."""
+        deadline = time.monotonic() + timeout
+        last = self.metrics().value(name, **labels)
+        while True:
+            time.sleep(settle)
+            v = self.metrics().value(name, **labels)
+            if v == last or time.monotonic() >= deadline:
+                return v
+            last = v
+
     def config_status(self):
         return self.ok_json("GET", "/config/status")
 

@@ -105,6 +105,9 @@ def test_upstreams_listing_shape_and_counters(make_portero, backend_factory):
     a, b = backend_factory("a"), backend_factory("b")
     port, adm, _, _ = start(make_portero, [(a, 2), b])
     assert names(port, 6).count("a") == 4
+    # counters are bumped just after each response is written: let them settle
+    assert wait_for(lambda: sum(s["requests_total"] for s in adm.upstreams()[0]["servers"]) >= 6,
+                    timeout=10)
     ups = adm.upstreams()
     assert [u["name"] for u in ups] == ["app"]
     u = ups[0]

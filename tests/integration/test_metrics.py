@@ -33,7 +33,7 @@ def test_requests_by_route_and_class_exact(make_portero, backend_factory):
         assert get(port, "/ok") == (200, b"ok\n")
     for _ in range(2):
         assert get(port, "/nf")[0] == 404
-    m = adm.metrics()
+    m = adm.settled_metrics("portero_requests_total", 5)
     assert m.types.get("portero_requests_total") == "counter", m.types
     assert m.value("portero_requests_total", route="ok", class_="2xx") == 3, m.text
     assert m.value("portero_requests_total", route="ok") == 3
@@ -50,7 +50,9 @@ def test_no_route_404_is_counted(make_portero, backend_factory):
     a = backend_factory("a")
     port, adm, _ = start(make_portero, [a])
     assert get(port, "/nothing-here")[0] == 404
-    m = adm.metrics()
+    m = adm.settled_metrics("portero_request_duration_seconds_count", 1)
+    assert m.value("portero_request_duration_seconds_count") == 1
+    m = adm.settled_metrics("portero_requests_total", 1, timeout=3)
     assert m.value("portero_requests_total", class_="4xx") == 1, m.text
     assert m.value("portero_requests_total") == 1
 
@@ -62,7 +64,8 @@ def test_upstream_and_server_counters_exact(make_portero, backend_factory):
         assert get(port, "/app/x?i=%d" % i)[0] == 200
     assert get(port, "/app/y?status=500")[0] == 500
     assert get(port, "/ok")[0] == 200
-    m = adm.metrics()
+    adm.settled_metrics("portero_requests_total", 6)
+    m = adm.settled_metrics("portero_server_requests_total", 5)
     assert m.value("portero_upstream_requests_total", upstream="app", class_="2xx") == 4, m.text
     assert m.value("portero_upstream_requests_total", upstream="app", class_="5xx") == 1
     assert m.value("portero_upstream_requests_total", upstream="app") == 5
@@ -101,7 +104,8 @@ def test_latency_histograms_count_every_request(make_portero, backend_factory):
     for i in range(4):
         get(port, "/app/h?i=%d" % i)
     get(port, "/app/slow?delay=0.3")
-    m = adm.metrics()
+    adm.settled_metrics("portero_upstream_response_duration_seconds_count", 5)
+    m = adm.settled_metrics("portero_request_duration_seconds_count", 8)
     _histogram_ok(m, "portero_request_duration_seconds", 8)
     _histogram_ok(m, "portero_upstream_response_duration_seconds", 5)
     # the slow request alone took 0.3 s
@@ -112,7 +116,10 @@ def test_latency_histograms_count_every_request(make_portero, backend_factory):
 def test_connection_gauges_and_accepted(make_portero, backend_factory):
     a, b = backend_factory("a"), backend_factory("b")
     port, adm, _ = start(make_portero, [a, b])
-    before = adm.metrics().value("portero_connections_accepted_total")
+    # make_portero's readiness probe connected once: wait until that is counted
+    assert wait_for(lambda: adm.metrics().value("portero_connections_accepted_total") >= 1,
+                    timeout=10)
+    before = adm.stable_value("portero_connections_accepted_total")
     conns = []
     try:
         for i in range(3):
@@ -122,7 +129,7 @@ def test_connection_gauges_and_accepted(make_portero, backend_factory):
             r.read()
             assert r.status == 200
             conns.append(c)
-        m = adm.metrics()
+        m = adm.settled_metrics("portero_connections_accepted_total", before + 3)
         assert m.value("portero_connections_accepted_total") - before == 3, m.text
         # three idle keep-alive clients; one idle pooled connection per server
         assert wait_for(lambda: adm.metrics().value("portero_client_connections",
@@ -145,12 +152,12 @@ def test_bytes_in_and_out(make_portero, backend_factory):
     port, adm, _ = start(make_portero, [a])
     m0 = adm.metrics()
     assert get(port, "/app/post", method="POST", body=b"y" * 10000)[0] == 200
-    m1 = adm.metrics()
+    m1 = adm.settled_metrics("portero_requests_total", 1)
     got = m1.value("portero_bytes_received_total") - m0.value("portero_bytes_received_total")
     assert 10000 <= got < 20000, got
     status, body = get(port, "/app/big?size=50000")
     assert status == 200 and len(body) == 50000
-    m2 = adm.metrics()
+    m2 = adm.settled_metrics("portero_requests_total", 2)
     sent = m2.value("portero_bytes_sent_total") - m1.value("portero_bytes_sent_total")
     assert 50000 <= sent < 90000, sent
 
@@ -162,7 +169,7 @@ def test_retry_counter(make_portero, backend_factory):
                          retries={"attempts": 2, "budget": 100, "budget_min": 100})
     for i in range(10):
         assert get(port, "/app/r?i=%d" % i)[0] == 200
-    m = adm.metrics()
+    m = adm.settled_metrics("portero_requests_total", 10)
     r = m.value("portero_retries_total")
     assert 1 <= r <= 10, m.text
     # retries are not extra client requests
