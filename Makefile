@@ -17,7 +17,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/unit/%)
 UNIT_SAN := $(UNIT_SRC:tests/unit/%.c=build/asan/unit/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 40
 
 .PHONY: all deps build asan run test unit unit-asan integration integration-asan fuzz bench clean
 
@@ -51,7 +51,8 @@ build/asan/unit/%: tests/unit/%.c $(SAN_OBJ) tests/unit/unit.h
 	$(CC) $(CFLAGS) $(SAN) -Itests/unit $< $(SAN_OBJ) -o $@ $(LDLIBS)
 
 # libFuzzer needs clang; targets link only the pure modules they exercise.
-FUZZ_DEPS := src/http/h1.c src/core/str.c src/conf/config.c src/conf/yaml_doc.c
+FUZZ_DEPS := src/http/h1.c src/core/str.c src/core/sbuf.c src/core/fdpass.c src/conf/config.c \
+             src/conf/yaml_doc.c src/admin/admin_json.c
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
 	@mkdir -p $(@D)
 	clang $(CSTD) -O1 -g -Isrc -fsanitize=fuzzer,address,undefined $< $(FUZZ_DEPS) -o $@ $(LDLIBS)

@@ -206,7 +206,9 @@ void client_exchange_done(struct client *c, bool keep_alive)
 
 void client_drain(struct client *c)
 {
-    if (!c->ex)
+    /* Close only what is idle between requests. A connection not yet past its first request was
+     * accepted for one that may be on the wire right now: serve it (with Connection: close). */
+    if (!c->ex && c->requests > 0 && !(c->in && buf_len(c->in)))
         client_close(c);
 }
 

@@ -42,7 +42,8 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *peer, sockle
 void client_exchange_done(struct client *c, bool keep_alive);
 /* Closes the connection now (aborting any exchange). */
 void client_close(struct client *c);
-/* Worker is draining: close if idle, else let the exchange finish and close after it. */
+/* Worker is draining: close if idle between requests, else let the (first or running) exchange
+ * finish and close after it. */
 void client_drain(struct client *c);
 
 #endif

@@ -218,12 +218,20 @@ static int worker_add_listener(struct worker *w, int fd, const char *address)
     return 0;
 }
 
+static void worker_free_listener_task(struct loop_task *task)
+{
+    struct worker_listener *l = container_of(task, struct worker_listener, free_task);
+    free(l->address);
+    free(l);
+}
+
 static void worker_close_listener(struct worker *w, struct worker_listener *l)
 {
     worker_listener_enable(w, l, false);
     close(l->io.fd);
-    free(l->address);
-    free(l);
+    l->closed = true; /* an event for it may still wait in this batch */
+    l->free_task.run = worker_free_listener_task;
+    loop_defer(w->loop, &l->free_task);
 }
 
 static bool worker_config_has_listener(const struct config *cfg, const char *address)
@@ -272,6 +280,8 @@ static void worker_on_accept(struct loop_io *io, uint32_t events)
     struct worker_listener *l = container_of(io, struct worker_listener, io);
     struct worker *w = l->w;
     struct worker_group *g = w->group;
+    if (l->closed)
+        return;
     for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
         /* Reserve a slot first, so that workers accepting at once cannot overshoot the limit. */
         if (atomic_fetch_add(&g->connections, 1) >= atomic_load(&g->max_connections)) {

@@ -29,7 +29,9 @@ struct worker_listener {
     struct worker *w;
     char *address;                   /* owned copy: the key listeners are matched by on reload */
     struct worker_listener *next;
+    struct loop_task free_task;      /* freed after the event batch that may still name it */
     bool paused;
+    bool closed;
 };
 
 /* What the workers of one process share: the published runtime and the process-wide

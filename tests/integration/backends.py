@@ -576,11 +576,14 @@ class ControlledBackend(Backend):
         health_hosts    the Host header of every health check seen (in order).
         status          when not None, every application request gets this status (with the
                         usual JSON body) whatever its query parameters say.
+        health_delay    seconds to wait before answering a health check (a hanging check).
     """
 
-    def __init__(self, name=None, health_path="/healthz", health_status=200, status=None, **kw):
+    def __init__(self, name=None, health_path="/healthz", health_status=200, status=None,
+                 health_delay=0.0, **kw):
         self.health_path = health_path
         self.health_status = health_status
+        self.health_delay = health_delay
         self.status = status
         self.health_checks = 0
         self.health_hosts = []
@@ -588,6 +591,20 @@ class ControlledBackend(Backend):
 
     def app_request_count(self):
         return self.request_count()
+
+    _dying = False
+
+    def kill(self):
+        """Dies between responses: requests arriving from now on are read and their
+        connection closed without a byte of response; answers already being written finish
+        first (up to 5 s). Then, like Backend.kill, stop listening and close every connection.
+        (A response cut in the middle cannot be retried by any proxy, so tests of "zero failed
+        requests" must not produce one.)"""
+        self._dying = True
+        deadline = time.monotonic() + 5.0
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.005)
+        super().kill()
 
     def _forget(self, req):
         with self._lock:
@@ -599,9 +616,13 @@ class ControlledBackend(Backend):
             self.health_hosts.append(req["hmap"].get("host"))
 
     def _answer(self, conn, req):
+        if self._dying:
+            return False
         path = urlsplit(req["target"]).path
         if path == self.health_path:
             self._forget(req)
+            if self.health_delay:
+                time.sleep(self.health_delay)
             status = int(self.health_status)
             body = b"" if req["method"] == "HEAD" else ("health %d\n" % status).encode()
             conn.send("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"

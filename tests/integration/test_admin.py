@@ -63,6 +63,28 @@ def test_live_and_ready(make_portero, backend_factory):
     assert r.status == 200, r
 
 
+def test_not_ready_while_draining(make_portero, backend_factory):
+    import signal
+    import threading
+    b = backend_factory("b")
+    port, adm, p, _ = start(make_portero, [b])
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=get(port, "/slow?delay=3")),
+                         daemon=True)
+    t.start()
+    assert wait_for(lambda: b.active == 1, timeout=10)
+    p.proc.send_signal(signal.SIGTERM)
+
+    def not_ready():
+        try:
+            return adm.get("/ready").status == 503
+        except OSError:
+            return True          # the admin listener closed: not ready either
+    assert wait_for(not_ready, timeout=5)
+    t.join(30)
+    assert result["r"][0] == 200      # the in-flight request still finished
+
+
 def test_token_required_everywhere_else(make_portero, backend_factory):
     b = backend_factory("b")
     _, adm, _, _ = start(make_portero, [b], token=TOKEN)

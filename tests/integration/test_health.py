@@ -104,6 +104,21 @@ def test_check_uses_path_host_and_status_range(make_portero, cbackend):
     assert b.request_count() == 0
 
 
+def test_check_slower_than_timeout_fails(make_portero, cbackend):
+    a = cbackend("a")
+    b = cbackend("b", health_delay=3.0)
+    port, adm, _ = start(make_portero, [a, b],
+                         health_check=fast_checks(interval="200ms", timeout="300ms"),
+                         outlier=NO_OUTLIER)
+    assert adm.wait_health("app", b, "down", timeout=20) == "down"
+    assert adm.health("app", a) == "up"
+    b.clear()
+    assert names_of(port, 6) == ["a"] * 6
+    # answering quickly again brings it back
+    b.health_delay = 0
+    assert adm.wait_health("app", b, "up", timeout=20) == "up"
+
+
 def test_tcp_check_marks_killed_backend_down_and_back(make_portero, cbackend):
     a = cbackend("a")
     b = cbackend("b")
