@@ -274,6 +274,20 @@ static void worker_sync_listeners(struct worker *w, const struct config *cfg)
 
 /* --- accept and close ----------------------------------------------------------------------------- */
 
+/* Gives a connection slot back. Whoever takes the count below the limit wakes the workers that
+ * paused at it, including for a slot that was only reserved around an accept(2) that found
+ * nothing: that reservation alone can make another worker see the limit. */
+static void worker_release_slot(struct worker *w)
+{
+    struct worker_group *g = w->group;
+    if (atomic_fetch_sub(&g->connections, 1) < atomic_load(&g->max_connections))
+        return;
+    for (unsigned i = 0; i < g->n_workers; i++)
+        if (&g->workers[i] != w && g->workers[i].loop)
+            loop_wake(g->workers[i].loop);
+    worker_pause_listeners(w, false);
+}
+
 static void worker_on_accept(struct loop_io *io, uint32_t events)
 {
     (void)events;
@@ -293,7 +307,7 @@ static void worker_on_accept(struct loop_io *io, uint32_t events)
         socklen_t len = sizeof peer;
         int fd = accept4(io->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            atomic_fetch_sub(&g->connections, 1);
+            worker_release_slot(w);
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
                 log_warn("accept on %s: %s", l->address, strerror(errno));
             return;
@@ -305,16 +319,9 @@ static void worker_on_accept(struct loop_io *io, uint32_t events)
 
 void worker_client_closed(struct worker *w)
 {
-    struct worker_group *g = w->group;
     w->n_clients--;
     STATS_SET(w->stats.client_conns_active, w->n_clients);
-    if (atomic_fetch_sub(&g->connections, 1) >= atomic_load(&g->max_connections)) {
-        /* We were at the limit: every worker that paused may accept again. */
-        for (unsigned i = 0; i < g->n_workers; i++)
-            if (&g->workers[i] != w && g->workers[i].loop)
-                loop_wake(g->workers[i].loop);
-        worker_pause_listeners(w, false);
-    }
+    worker_release_slot(w);
     if (w->draining && w->n_clients == 0)
         loop_stop(w->loop);
 }

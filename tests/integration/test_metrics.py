@@ -126,8 +126,8 @@ def test_connection_gauges_and_accepted(make_portero, backend_factory):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
             c.request("GET", "/app/c?i=%d" % i)
             r = c.getresponse()
-            r.read()
-            assert r.status == 200
+            data = r.read()
+            assert r.status == 200, (r.status, r.getheaders(), data)
             conns.append(c)
         m = adm.settled_metrics("portero_connections_accepted_total", before + 3)
         assert m.value("portero_connections_accepted_total") - before == 3, m.text
