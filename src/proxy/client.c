@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -71,8 +72,7 @@ void client_close(struct client *c)
     c->closed = true;
     loop_timer_stop(w->loop, &c->timer);
     loop_cancel(w->loop, &c->task);
-    loop_del(w->loop, &c->io);
-    close(c->io.fd);
+    close(c->io.fd); /* our only reference: close(2) takes it out of epoll, no EPOLL_CTL_DEL */
     buf_put(c->in);
     c->in = NULL;
     if (c->prev)
@@ -204,6 +204,18 @@ void client_exchange_done(struct client *c, bool keep_alive)
         loop_defer(w->loop, &c->task); /* pipelined bytes wait: answer in order, outside this stack */
 }
 
+void client_no_delay(struct client *c)
+{
+    if (c->no_delay)
+        return;
+    /* Our writes are whole messages or large pieces: Nagle would only hold back the tail of a
+     * long response until the client's delayed ACK (tens of milliseconds). Set on the first
+     * response that needs more than one write, so short exchanges spare the syscall. */
+    int one = 1;
+    setsockopt(c->io.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->no_delay = true;
+}
+
 void client_drain(struct client *c)
 {
     /* Close only what is idle between requests. A connection not yet past its first request was
@@ -224,10 +236,6 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *peer, sockle
     c->timer.on_fire = client_on_timer;
     c->task.run = client_resume_task;
     c->w = w;
-    /* Our writes are whole messages or large pieces: Nagle would only hold back the tail of a
-     * response until the client's delayed ACK (tens of milliseconds). */
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
     if (loop_add(w->loop, &c->io) < 0) {
         log_warn("epoll_ctl: %s", strerror(errno));

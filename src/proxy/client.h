@@ -34,12 +34,15 @@ struct client {
     bool rdhup;                    /* the peer's FIN was seen: a short read is not "drained" */
     bool head_timer_armed;         /* header_timeout runs (first byte of a head seen) */
     bool busy;                     /* an exchange runs (else idle, for the gauge) */
+    bool no_delay;                 /* TCP_NODELAY is set */
 };
 
 /* Takes ownership of FD accepted by W's listener L. */
 void client_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len);
 /* The exchange finished: KEEP_ALIVE says whether the connection may serve another request. */
 void client_exchange_done(struct client *c, bool keep_alive);
+/* Sets TCP_NODELAY once: a response is about to take more than one write. */
+void client_no_delay(struct client *c);
 /* Closes the connection now (aborting any exchange). */
 void client_close(struct client *c);
 /* Worker is draining: close if idle between requests, else let the (first or running) exchange

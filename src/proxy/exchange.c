@@ -672,6 +672,7 @@ static enum ex_step ex_start_tunnel(struct exchange *ex)
     ex->resp_pump.prefix_off = ex->resp_head_off;
     pump_init(&ex->req_pump, H1_BODY_CLOSE, 0, false, NULL);
     ex->req_done = false;
+    client_no_delay(ex->c); /* tunnelled messages are small and interactive */
     ex_arm_client_timer(ex, ex->cfg->limits.tunnel_timeout_ms);
     ex->state = EX_TUNNEL;
     return EX_AGAIN;
@@ -744,6 +745,8 @@ static enum ex_step ex_body_step(struct exchange *ex)
         loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->idle_timeout_ms);
         ex_arm_client_timer(ex, ex->cfg->limits.send_timeout_ms);
     }
+    if (s == PUMP_BLOCKED && ex->resp_pump.bytes_out)
+        client_no_delay(c); /* a response in several writes: its tail must not wait for an ACK */
     if (s == PUMP_DONE) {
         bool reusable = ex->resp_pump.in_kind != H1_BODY_CLOSE && ex->req_done && !ex->upstream_close;
         if (!ex->req_done)

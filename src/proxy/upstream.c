@@ -53,8 +53,7 @@ void upstream_close(struct upstream_conn *uc)
     uc->closed = true;
     pool->n_open--;
     loop_timer_stop(pool->loop, &uc->idle_timer);
-    loop_del(pool->loop, &uc->io);
-    close(uc->io.fd);
+    close(uc->io.fd); /* our only reference: close(2) takes it out of epoll */
     uc->free_task.run = upstream_free_task;
     loop_defer(pool->loop, &uc->free_task);
 }
