@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "conf/config.h"
+#include "admin/admin.h"
 #include "core/fdpass.h"
 #include "core/log.h"
 #include "core/sock.h"
@@ -162,6 +163,31 @@ static unsigned main_start_workers(struct worker_group *group, struct worker *wo
     return started;
 }
 
+/* The admin API, started by main and kept following admin.address on every publication. */
+struct main_admin {
+    struct control *ctl;
+    struct admin *admin;
+};
+
+static void main_admin_start(struct main_admin *ma)
+{
+    char *err = NULL;
+    /* Serving traffic matters more than the admin API: say so loudly and go on. */
+    if (!(ma->admin = admin_start(ma->ctl, &err)))
+        log_error("admin API not available: %s", err ? err : "cannot start");
+    free(err);
+}
+
+/* Control thread, after a publication. */
+static void main_admin_on_publish(void *arg)
+{
+    struct main_admin *ma = arg;
+    if (ma->admin)
+        admin_apply(ma->admin);
+    else
+        main_admin_start(ma); /* it could not start before: the new address may do */
+}
+
 struct main_opts {
     const char *path;
     const char *upgrade_socket; /* --upgrade-socket: where a successor asks for our sockets */
@@ -169,10 +195,13 @@ struct main_opts {
     bool check_only;
 };
 
-static void main_stop_all(struct control *ctl, struct takeover *tk, struct worker *workers, unsigned started)
+static void main_stop_all(struct control *ctl, struct main_admin *ma, struct takeover *tk, struct worker *workers,
+                          unsigned started)
 {
     control_stop(ctl);
     takeover_free(tk); /* its socket lives on the control loop, now stopped */
+    if (ma->admin)
+        admin_free(ma->admin);
     for (unsigned i = 0; i < started; i++)
         worker_request_stop(&workers[i]);
     for (unsigned i = 0; i < started; i++)
@@ -194,6 +223,11 @@ static int main_serve(struct config *cfg, const struct main_opts *o, struct runt
     char *err = NULL;
     struct control *ctl = control_new(cfg, cfg->path, &group, rt, &err);
     struct takeover *tk = NULL;
+    struct main_admin ma = { .ctl = ctl };
+    if (ctl) {
+        main_admin_start(&ma);
+        control_on_publish(ctl, main_admin_on_publish, &ma);
+    }
     unsigned started = ctl ? main_start_workers(&group, workers, cfg, fds, access_fd, in) : 0;
     if (ctl) {
         log_info("portero %s started: %u workers", PORTERO_VERSION, started);
@@ -209,9 +243,9 @@ static int main_serve(struct config *cfg, const struct main_opts *o, struct runt
             log_error("--upgrade-socket %s: %s (binary upgrades disabled)", o->upgrade_socket, strerror(errno));
         if (started == cfg->workers)
             main_wait_for_stop(ctl);
-        main_stop_all(ctl, tk, workers, started);
+        main_stop_all(ctl, &ma, tk, workers, started);
     } else {
-        fprintf(stderr, "%s: admin: %s\n", cfg->path, err ? err : "cannot start");
+        fprintf(stderr, "%s: %s\n", cfg->path, err ? err : "cannot start the control thread");
     }
     free(err);
     worker_group_destroy(&group);

@@ -11,7 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "admin/admin.h"
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "proxy/health.h"
@@ -26,7 +25,8 @@ struct control {
     struct runtime *rt;            /* current, a reference */
     uint64_t generation;
     struct health *health;
-    struct admin *admin;
+    void (*on_publish)(void *arg);  /* e.g. the admin API following admin.address (main wires it) */
+    void *on_publish_arg;
     atomic_bool reload_requested;
     atomic_bool stop_requested;
     bool unsaved;
@@ -149,14 +149,8 @@ static void control_publish(struct control *ctl, struct config *cfg, struct cont
     ctl->rt = rt;
     log_set_level((enum log_sev)rt->cfg->log.level);
     health_apply(ctl->health, rt->cfg, control_state_of, rt);
-    if (ctl->admin) {
-        admin_apply(ctl->admin);
-    } else {
-        char *admin_err = NULL; /* it could not start before: the new address may do */
-        if (!(ctl->admin = admin_start(ctl, &admin_err)))
-            log_error("admin API not available: %s", admin_err ? admin_err : "cannot start");
-        free(admin_err);
-    }
+    if (ctl->on_publish)
+        ctl->on_publish(ctl->on_publish_arg);
     res->ok = true;
     log_info("configuration generation %llu published: %s", (unsigned long long)rt->generation,
              res->summary ? res->summary : "");
@@ -240,6 +234,12 @@ uint64_t control_reloads(struct control *ctl, bool ok) { return ok ? ctl->reload
 bool control_ready(struct control *ctl) { return ctl->running && !atomic_load(&ctl->stop_requested); }
 uint64_t control_started_at(struct control *ctl) { return ctl->started_at; }
 
+void control_on_publish(struct control *ctl, void (*fn)(void *arg), void *arg)
+{
+    ctl->on_publish = fn;
+    ctl->on_publish_arg = arg;
+}
+
 void control_request_reload(struct control *ctl)
 {
     atomic_store(&ctl->reload_requested, true);
@@ -285,12 +285,6 @@ struct control *control_new(struct config *cfg, const char *path, struct worker_
     ctl->generation = rt->generation;
     ctl->started_at = (uint64_t)time(NULL);
     health_apply(ctl->health, rt->cfg, control_state_of, rt);
-    char *admin_err = NULL;
-    if (!(ctl->admin = admin_start(ctl, &admin_err))) {
-        /* Serving traffic matters more than the admin API: say so loudly and go on. */
-        log_error("admin API not available: %s", admin_err ? admin_err : "cannot start");
-        free(admin_err);
-    }
     return ctl;
 }
 
@@ -312,8 +306,6 @@ void control_free(struct control *ctl)
 {
     if (!ctl)
         return;
-    if (ctl->admin)
-        admin_free(ctl->admin);
     if (ctl->health)
         health_free(ctl->health);
     if (ctl->loop)

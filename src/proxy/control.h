@@ -56,13 +56,16 @@ uint64_t control_started_at(struct control *ctl);         /* wall clock seconds 
 /* Thread-safe: asks the control thread to re-read the file (SIGHUP). */
 void control_request_reload(struct control *ctl);
 
-/* Life (main thread). control_new starts the admin listener (NULL with *ERR, malloc'd, if it
- * cannot) and the health checks of RT; control_start runs the control thread. */
+/* Life (main thread). control_new starts the health checks of RT (NULL with *ERR, malloc'd, when
+ * out of memory); control_start runs the control thread. */
 struct worker_group;
 struct runtime;
 struct control *control_new(struct config *cfg, const char *path, struct worker_group *group,
                             struct runtime *rt, char **err);
 int control_start(struct control *ctl);
+/* Before control_start: FN(ARG) runs on the control thread after every publication (the admin
+ * API rebinds there; the control module itself knows nothing of the admin API). */
+void control_on_publish(struct control *ctl, void (*fn)(void *arg), void *arg);
 void control_stop(struct control *ctl);
 void control_free(struct control *ctl);
 
