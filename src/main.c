@@ -221,7 +221,7 @@ static int main_serve(struct config *cfg, const struct main_opts *o, struct runt
         return 1;
     }
     char *err = NULL;
-    struct control *ctl = control_new(cfg, cfg->path, &group, rt, &err);
+    struct control *ctl = control_new(cfg->path, &group, rt, &err);
     struct takeover *tk = NULL;
     struct main_admin ma = { .ctl = ctl };
     if (ctl) {

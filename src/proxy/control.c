@@ -270,8 +270,7 @@ static void *control_main(void *arg)
     return NULL;
 }
 
-struct control *control_new(struct config *cfg, const char *path, struct worker_group *group,
-                            struct runtime *rt, char **err)
+struct control *control_new(const char *path, struct worker_group *group, struct runtime *rt, char **err)
 {
     struct control *ctl = calloc(1, sizeof *ctl);
     if (!ctl || !(ctl->loop = loop_new()) || !(ctl->path = strdup(path)) || !(ctl->health = health_new(ctl->loop))) {
@@ -279,7 +278,6 @@ struct control *control_new(struct config *cfg, const char *path, struct worker_
         control_free(ctl);
         return NULL;
     }
-    (void)cfg;
     ctl->group = group;
     ctl->rt = runtime_ref(rt);
     ctl->generation = rt->generation;

@@ -60,8 +60,7 @@ void control_request_reload(struct control *ctl);
  * out of memory); control_start runs the control thread. */
 struct worker_group;
 struct runtime;
-struct control *control_new(struct config *cfg, const char *path, struct worker_group *group,
-                            struct runtime *rt, char **err);
+struct control *control_new(const char *path, struct worker_group *group, struct runtime *rt, char **err);
 int control_start(struct control *ctl);
 /* Before control_start: FN(ARG) runs on the control thread after every publication (the admin
  * API rebinds there; the control module itself knows nothing of the admin API). */

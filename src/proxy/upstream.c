@@ -131,7 +131,6 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
     upstream_gauge(pool, 1, -1);
     buf_put(uc->in);
     uc->in = NULL;
-    uc->uses++;
     uc->next = pool->idle;
     uc->prev = NULL;
     if (pool->idle)

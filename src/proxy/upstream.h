@@ -25,7 +25,6 @@ struct upstream_conn {
     struct exchange *ex;              /* borrower, NULL when idle */
     struct upstream_conn *next, *prev;/* pool list links */
     struct buf *in;                   /* response bytes; released when idle */
-    uint32_t uses;                    /* exchanges served; > 0 means "reused" for the next */
     bool readable, writable;
     bool connected;                   /* the TCP handshake completed */
     bool idle;                        /* linked in its pool's idle list */
