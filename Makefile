@@ -1,6 +1,6 @@
 # portero build. `make run` and `make test` are the two commands of the README.
 CC      ?= gcc
-PKGS    := yaml-0.1 libpcre2-8
+PKGS    := yaml-0.1 libpcre2-8 openssl libcrypt hiredis modsecurity
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
@@ -52,10 +52,14 @@ build/asan/unit/%: tests/unit/%.c $(SAN_OBJ) tests/unit/unit.h
 
 # libFuzzer needs clang; targets link only the pure modules they exercise.
 FUZZ_DEPS := src/http/h1.c src/core/str.c src/core/sbuf.c src/core/fdpass.c src/conf/config.c \
-             src/conf/yaml_doc.c src/admin/admin_json.c
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS)
+             src/conf/config_policy.c src/conf/cidr.c src/conf/yaml_doc.c src/admin/admin_json.c
+# Per-target extra sources: FUZZ_EXTRA_<target>.
+FUZZ_EXTRA_fuzz_proxyproto := src/http/proxyproto.c
+FUZZ_EXTRA_fuzz_jwt := src/policy/jwt.c src/policy/jwt_keys.c src/policy/jwt_claims.c src/policy/base64.c src/core/log.c
+.SECONDEXPANSION:
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS) $$(FUZZ_EXTRA_$$*)
 	@mkdir -p $(@D)
-	clang $(CSTD) -O1 -g -Isrc -fsanitize=fuzzer,address,undefined $< $(FUZZ_DEPS) -o $@ $(LDLIBS)
+	clang $(CSTD) -O1 -g -Isrc -fsanitize=fuzzer,address,undefined $< $(FUZZ_DEPS) $(FUZZ_EXTRA_$*) -o $@ $(LDLIBS)
 
 unit: $(UNIT_BIN)
 	@tests/run_unit.sh $(UNIT_BIN)

@@ -2,7 +2,9 @@
 # Installs, only when missing, the Debian packages that build, tests and benchmark need.
 set -e
 PKGS="build-essential pkg-config clang libclang-rt-14-dev libyaml-dev libpcre2-dev curl
-python3 python3-pytest python3-requests python3-websockets nginx haproxy wrk procps"
+libssl-dev libcrypt-dev libhiredis-dev libmodsecurity-dev modsecurity-crs
+python3 python3-pytest python3-requests python3-websockets python3-jwt python3-cryptography
+redis-server slowhttptest nginx haproxy wrk procps"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

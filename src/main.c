@@ -268,8 +268,13 @@ static int main_run(struct config *cfg, const struct main_opts *o)
         fds[i] = -1;
     int access_fd = main_open_access_log(cfg);
     struct runtime *rt = NULL;
-    if (fds && main_bind_all(cfg, fds, &in) == 0 && (rt = runtime_build(cfg, 1)))
-        status = main_serve(cfg, o, rt, fds, access_fd, &in);
+    char err[512];
+    if (fds && main_bind_all(cfg, fds, &in) == 0) {
+        if ((rt = runtime_build(cfg, 1, NULL, err, sizeof err)))
+            status = main_serve(cfg, o, rt, fds, access_fd, &in);
+        else
+            fprintf(stderr, "%s: %s\n", cfg->path, err);
+    }
     runtime_unref(rt);
     for (size_t i = 0; fds && i < n_fds; i++)
         if (fds[i] >= 0)
@@ -324,9 +329,16 @@ int main(int argc, char **argv)
     if (!cfg)
         return 1;
     if (o.check_only) {
-        printf("%s: configuration ok\n", o.path);
+        /* Files the configuration names (users, keys, WAF rules) are part of the check. */
+        char err[512];
+        struct runtime *rt = runtime_build(cfg, 1, NULL, err, sizeof err);
+        if (rt)
+            printf("%s: configuration ok\n", o.path);
+        else
+            fprintf(stderr, "%s: %s\n", o.path, err);
+        runtime_unref(rt);
         config_unref(cfg);
-        return 0;
+        return rt ? 0 : 1;
     }
     if (log_open(cfg->log.error) < 0) {
         fprintf(stderr, "%s: log.error: cannot open %s: %s\n", o.path, cfg->log.error, strerror(errno));

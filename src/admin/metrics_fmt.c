@@ -316,6 +316,22 @@ static const struct metrics_scalar metrics_scalars[] = {
       offsetof(struct worker_stats, retry_budget_exhausted) },
     { "portero_ejections_total", "Servers ejected by passive health checks (outlier detection).",
       offsetof(struct worker_stats, ejections) },
+#define METRICS_POLICY(f) offsetof(struct worker_stats, policy) + offsetof(struct policy_counters, f)
+    { "portero_acl_denied_total", "Requests denied by allow/deny lists (403), and PROXY-protocol "
+      "connections from untrusted peers.", METRICS_POLICY(acl_denied) },
+    { "portero_rate_limited_total", "Requests refused by a rate limit (429).", METRICS_POLICY(rate_limited) },
+    { "portero_auth_failed_total", "Requests refused by authentication (401, 403, or 503 when forward-auth "
+      "could not answer).", METRICS_POLICY(auth_failed) },
+    { "portero_waf_blocked_total", "Requests blocked by the WAF (403).", METRICS_POLICY(waf_blocked) },
+    { "portero_waf_detected_total", "Requests the WAF matched in detect mode (let through).",
+      METRICS_POLICY(waf_detected) },
+    { "portero_redis_errors_total", "Cluster-wide rate-limit checks that failed (Redis unreachable, slow "
+      "or in error).", METRICS_POLICY(redis_errors) },
+    { "portero_connections_limited_total", "Connections refused by max_connections_per_ip (429).",
+      METRICS_POLICY(conn_limited) },
+    { "portero_connections_shed_total", "Connections answered 503 and closed past max_connections.",
+      METRICS_POLICY(shed) },
+#undef METRICS_POLICY
 };
 
 /* A gauge family with an "active" and an "idle" sample. */

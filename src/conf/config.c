@@ -16,11 +16,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "conf/config_priv.h"
 #include "conf/config_resolve.h"
 #include "conf/yaml_doc.h"
 #include "core/str.h"
 
-#define CONF_MAX_DURATION_MS (365ULL * 86400 * 1000) /* a year: beyond it, surely a typo */
 #define CONF_MAX_WORKERS 1024
 #define CONF_MAX_WEIGHT 1000000
 #define CONF_MAX_NAME 64
@@ -28,25 +28,9 @@
 /* ---------------------------------------------------------------------------------------
  * Errors and allocation */
 
-struct conf_err {
-    unsigned line, col;
-    size_t seq; /* insertion order: keeps the sort stable */
-    char *msg;
-};
-
-struct conf_ctx {
-    const char *file;
-    struct config *cfg;
-    struct conf_err *errs;
-    size_t n_errs, cap_errs;
-    const struct yaml_doc_node *root;
-    const struct yaml_doc_node *listeners_node;
-    const struct yaml_doc_node *routes_node; /* walked last: routes name upstreams */
-};
-
 /* Allocation failure while loading config leaves nothing sensible to do; stop loudly rather
  * than thread NULL through every setter. */
-static void *conf_xcalloc(size_t n, size_t size)
+void *conf_xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p) {
@@ -56,7 +40,7 @@ static void *conf_xcalloc(size_t n, size_t size)
     return p;
 }
 
-static char *conf_xstrdup(const char *s)
+char *conf_xstrdup(const char *s)
 {
     size_t n = strlen(s) + 1;
     char *p = conf_xcalloc(n, 1);
@@ -64,10 +48,7 @@ static char *conf_xstrdup(const char *s)
     return p;
 }
 
-static void conf_error(struct conf_ctx *ctx, const struct yaml_doc_node *at, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void conf_error(struct conf_ctx *ctx, const struct yaml_doc_node *at, const char *fmt, ...)
+void conf_error(struct conf_ctx *ctx, const struct yaml_doc_node *at, const char *fmt, ...)
 {
     char *msg = NULL;
     va_list ap;
@@ -95,8 +76,7 @@ static void conf_error(struct conf_ctx *ctx, const struct yaml_doc_node *at, con
 
 /* Writes TEXT (LEN bytes) into OUT as a short quoted string that is safe to print: control
  * bytes become \xNN and anything past 40 bytes becomes "...". Returns OUT. */
-#define CONF_QUOTE_SIZE 200
-static const char *conf_quote(char out[CONF_QUOTE_SIZE], const char *text, size_t len)
+const char *conf_quote(char out[CONF_QUOTE_SIZE], const char *text, size_t len)
 {
     size_t o = 0;
     out[o++] = '"';
@@ -116,7 +96,7 @@ static const char *conf_quote(char out[CONF_QUOTE_SIZE], const char *text, size_
     return out;
 }
 
-static const char *conf_quote_node(char out[CONF_QUOTE_SIZE], const struct yaml_doc_node *n)
+const char *conf_quote_node(char out[CONF_QUOTE_SIZE], const struct yaml_doc_node *n)
 {
     return conf_quote(out, n->text, n->len);
 }
@@ -189,7 +169,7 @@ static int conf_parse_digits(const char **p, uint64_t *out)
 }
 
 /* Whole-string unsigned decimal. */
-static int conf_parse_u64(const char *text, uint64_t *out)
+int conf_parse_u64(const char *text, uint64_t *out)
 {
     const char *p = text;
     if (conf_parse_digits(&p, out) || *p != '\0')
@@ -366,7 +346,7 @@ static bool conf_is_tchar(unsigned char c)
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static bool conf_is_token(const char *s)
+bool conf_is_token(const char *s)
 {
     if (!*s)
         return false;
@@ -383,7 +363,7 @@ static bool conf_is_name_char(unsigned char c)
 }
 
 /* Names (listeners, upstreams, routes) appear in logs, metrics and admin URLs: keep them tame. */
-static const char *conf_check_name(char *s)
+const char *conf_check_name(char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > CONF_MAX_NAME)
@@ -394,9 +374,9 @@ static const char *conf_check_name(char *s)
     return NULL;
 }
 
-static const char *conf_check_nonempty(char *s) { return *s ? NULL : "must not be empty"; }
+const char *conf_check_nonempty(char *s) { return *s ? NULL : "must not be empty"; }
 
-static const char *conf_check_path(char *s)
+const char *conf_check_path(char *s)
 {
     if (s[0] != '/')
         return "must start with \"/\"";
@@ -418,7 +398,7 @@ static bool conf_is_visible(const char *s)
 }
 
 /* Admin tokens and health check Host values. */
-static const char *conf_check_visible(char *s)
+const char *conf_check_visible(char *s)
 {
     if (!*s)
         return "must not be empty";
@@ -464,7 +444,12 @@ static const char *conf_check_host(char *s)
     return NULL;
 }
 
-static const char *conf_check_address(char *s)
+static const char *conf_check_header_name(char *s)
+{
+    return conf_is_token(s) ? NULL : "must be a header name (a token)";
+}
+
+const char *conf_check_address(char *s)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -474,7 +459,7 @@ static const char *conf_check_address(char *s)
 }
 
 /* Field values we would send: VCHAR, SP, HTAB and obs-text; never CR, LF or other controls. */
-static bool conf_is_field_value(const char *s)
+bool conf_is_field_value(const char *s)
 {
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
@@ -500,58 +485,11 @@ static bool conf_is_framing_header(const char *name)
 /* ---------------------------------------------------------------------------------------
  * The key-table walker */
 
-enum conf_type {
-    CT_STRING,   /* char *, optional check */
-    CT_BOOL,     /* bool */
-    CT_U32,      /* uint32_t in [min, max] */
-    CT_INT,      /* int in [min, max] */
-    CT_DURATION, /* uint64_t milliseconds in [min, max] */
-    CT_SIZE32,   /* uint32_t bytes in [min, max] */
-    CT_SIZE64,   /* uint64_t bytes in [min, max] */
-    CT_ENUM,     /* an enum (int-sized), value = index in names */
-    CT_HEADERS,  /* struct conf_header_kv * with its size_t count at count_off */
-    CT_TOKENS,   /* char ** of tokens with its size_t count at count_off */
-    CT_NESTED,   /* a mapping walked with sub, base + off */
-    CT_CUSTOM,   /* set(ctx, value, base) does it all */
-};
-
-struct conf_table;
-struct conf_key;
-typedef const char *(*conf_check_fn)(char *s);
-typedef void (*conf_set_fn)(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base);
-struct conf_json;
-typedef void (*conf_dump_fn)(struct conf_json *w, const struct conf_key *key, const void *base);
-
-struct conf_key {
-    const char *name;
-    enum conf_type type;
-    size_t off;                   /* field offset in the base struct */
-    size_t count_off;             /* CT_HEADERS, CT_TOKENS */
-    uint64_t min, max;            /* numeric bounds */
-    const char *const *names;     /* CT_ENUM, NULL-terminated */
-    conf_check_fn check;          /* CT_STRING */
-    conf_set_fn set;              /* CT_CUSTOM */
-    conf_dump_fn dump;            /* writes the key as JSON; NULL: by type (CT_CUSTOM: as
-                                     CT_NESTED, with sub at off) */
-    const struct conf_table *sub; /* CT_NESTED */
-    bool required;
-    bool no_framing;              /* CT_HEADERS: refuse framing header names */
-};
-
-struct conf_table {
-    const char *what; /* for messages: `unknown key "x" in WHAT` */
-    const struct conf_key *keys;
-    size_t n;
-};
-
-#define CONF_TABLE(what, keys) { what, keys, sizeof keys / sizeof keys[0] }
-#define CONF_FIELD(base, T, off) ((T *)(void *)((char *)(base) + (off)))
-
 _Static_assert(sizeof(enum log_format) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum balance_kind) == sizeof(int), "enums are stored as int");
 
 /* Reports "expected WANT for NAME, got ..." at VAL. */
-static void conf_type_error(struct conf_ctx *ctx, const struct yaml_doc_node *val,
+void conf_type_error(struct conf_ctx *ctx, const struct yaml_doc_node *val,
                             const char *want, const char *name)
 {
     char q[CONF_QUOTE_SIZE];
@@ -562,7 +500,7 @@ static void conf_type_error(struct conf_ctx *ctx, const struct yaml_doc_node *va
 }
 
 /* The text of scalar VAL, or NULL (reported) if VAL is null, not a scalar or holds a NUL. */
-static const char *conf_scalar(struct conf_ctx *ctx, const struct yaml_doc_node *val,
+const char *conf_scalar(struct conf_ctx *ctx, const struct yaml_doc_node *val,
                                const char *want, const char *name)
 {
     if (val->kind != YAML_DOC_SCALAR || yaml_doc_is_null(val)) {
@@ -577,7 +515,7 @@ static const char *conf_scalar(struct conf_ctx *ctx, const struct yaml_doc_node 
 }
 
 /* True if VAL is a mapping (null counts as an empty one); else reports a type error. */
-static bool conf_is_map(struct conf_ctx *ctx, const struct yaml_doc_node *val, const char *name)
+bool conf_is_map(struct conf_ctx *ctx, const struct yaml_doc_node *val, const char *name)
 {
     if (val->kind == YAML_DOC_MAPPING || yaml_doc_is_null(val))
         return true;
@@ -585,7 +523,7 @@ static bool conf_is_map(struct conf_ctx *ctx, const struct yaml_doc_node *val, c
     return false;
 }
 
-static bool conf_is_seq(struct conf_ctx *ctx, const struct yaml_doc_node *val, const char *name)
+bool conf_is_seq(struct conf_ctx *ctx, const struct yaml_doc_node *val, const char *name)
 {
     if (val->kind == YAML_DOC_SEQUENCE || yaml_doc_is_null(val))
         return true;
@@ -594,7 +532,7 @@ static bool conf_is_seq(struct conf_ctx *ctx, const struct yaml_doc_node *val, c
 }
 
 /* Reports keys that are not scalars and keys seen twice (ICASE: compared as header names). */
-static void conf_check_keys(struct conf_ctx *ctx, const struct yaml_doc_node *map,
+void conf_check_keys(struct conf_ctx *ctx, const struct yaml_doc_node *map,
                             const char *what, bool icase)
 {
     char q[CONF_QUOTE_SIZE];
@@ -626,7 +564,7 @@ static const struct conf_key *conf_find_key(const struct conf_table *t,
 }
 
 /* Bit of key NAME in T's "seen" mask (the table must hold NAME). */
-static uint64_t conf_bit(const struct conf_table *t, const char *name)
+uint64_t conf_bit(const struct conf_table *t, const char *name)
 {
     for (size_t i = 0; i < t->n; i++)
         if (strcmp(t->keys[i].name, name) == 0)
@@ -634,13 +572,10 @@ static uint64_t conf_bit(const struct conf_table *t, const char *name)
     return 0;
 }
 
-static void conf_apply_key(struct conf_ctx *ctx, const struct conf_key *key,
-                           const struct yaml_doc_node *val, void *base);
-
 /* Walks mapping MAP with table T into BASE. Returns false if MAP is not a mapping; else true
  * with *SEEN (if given) holding a bit per table key present. Unknown, duplicate and missing
  * required keys are reported here. */
-static bool conf_apply(struct conf_ctx *ctx, const struct yaml_doc_node *map,
+bool conf_apply(struct conf_ctx *ctx, const struct yaml_doc_node *map,
                        const struct conf_table *t, void *base, uint64_t *seen_out)
 {
     uint64_t seen = 0;
@@ -765,7 +700,7 @@ static void conf_set_enum(struct conf_ctx *ctx, const struct conf_key *key,
                key->name, list);
 }
 
-static void conf_free_kvs(struct conf_header_kv *kv, size_t n)
+void conf_free_kvs(struct conf_header_kv *kv, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(kv[i].name);
@@ -774,7 +709,7 @@ static void conf_free_kvs(struct conf_header_kv *kv, size_t n)
     free(kv);
 }
 
-static void conf_free_strs(char **v, size_t n)
+void conf_free_strs(char **v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         free(v[i]);
@@ -812,7 +747,7 @@ static bool conf_header_pair(struct conf_ctx *ctx, const struct conf_key *key,
     return true;
 }
 
-static void conf_set_headers(struct conf_ctx *ctx, const struct conf_key *key,
+void conf_set_headers(struct conf_ctx *ctx, const struct conf_key *key,
                              const struct yaml_doc_node *val, void *base)
 {
     if (!conf_is_map(ctx, val, key->name))
@@ -857,7 +792,7 @@ static void conf_set_tokens(struct conf_ctx *ctx, const struct conf_key *key,
     *n_field = n;
 }
 
-static void conf_apply_key(struct conf_ctx *ctx, const struct conf_key *key,
+void conf_apply_key(struct conf_ctx *ctx, const struct conf_key *key,
                            const struct yaml_doc_node *val, void *base)
 {
     switch (key->type) {
@@ -905,12 +840,6 @@ struct conf_json {
     unsigned depth;
     bool first;                        /* nothing written yet in the innermost container */
     const struct conf_json_edit *edit; /* server edit applied while writing, or NULL */
-};
-
-/* Where a container began, to take it back if it stays empty. */
-struct conf_json_mark {
-    size_t len;
-    bool first;
 };
 
 static void conf_json_raw(struct conf_json *w, const char *s, size_t n)
@@ -1002,7 +931,7 @@ static void conf_json_item(struct conf_json *w, const char *key)
     }
 }
 
-static struct conf_json_mark conf_json_open(struct conf_json *w, const char *key, char open)
+struct conf_json_mark conf_json_open(struct conf_json *w, const char *key, char open)
 {
     struct conf_json_mark m = { w->len, w->first };
     conf_json_item(w, key);
@@ -1012,7 +941,7 @@ static struct conf_json_mark conf_json_open(struct conf_json *w, const char *key
     return m;
 }
 
-static void conf_json_close(struct conf_json *w, char close)
+void conf_json_close(struct conf_json *w, char close)
 {
     w->depth--;
     if (!w->first)
@@ -1022,7 +951,7 @@ static void conf_json_close(struct conf_json *w, char close)
 }
 
 /* Closes the container opened at M, or takes it back (key included) if nothing went in. */
-static void conf_json_close_or_drop(struct conf_json *w, struct conf_json_mark m, char close)
+void conf_json_close_or_drop(struct conf_json *w, struct conf_json_mark m, char close)
 {
     if (!w->first) {
         conf_json_close(w, close);
@@ -1034,13 +963,13 @@ static void conf_json_close_or_drop(struct conf_json *w, struct conf_json_mark m
     w->first = m.first;
 }
 
-static void conf_json_str(struct conf_json *w, const char *key, const char *s)
+void conf_json_str(struct conf_json *w, const char *key, const char *s)
 {
     conf_json_item(w, key);
     conf_json_string(w, s);
 }
 
-static void conf_json_u64(struct conf_json *w, const char *key, uint64_t v)
+void conf_json_u64(struct conf_json *w, const char *key, uint64_t v)
 {
     char num[24];
     snprintf(num, sizeof num, "%llu", (unsigned long long)v);
@@ -1048,14 +977,14 @@ static void conf_json_u64(struct conf_json *w, const char *key, uint64_t v)
     conf_json_cstr(w, num);
 }
 
-static void conf_json_bool(struct conf_json *w, const char *key, bool v)
+void conf_json_bool(struct conf_json *w, const char *key, bool v)
 {
     conf_json_item(w, key);
     conf_json_cstr(w, v ? "true" : "false");
 }
 
 /* A duration in the largest unit that divides it exactly: "1500ms", "2s", "5m", "1h", "1d". */
-static void conf_json_duration(struct conf_json *w, const char *key, uint64_t ms)
+void conf_json_duration(struct conf_json *w, const char *key, uint64_t ms)
 {
     static const struct conf_unit units[] = {
         { "d", 86400000 }, { "h", 3600000 }, { "m", 60000 }, { "s", 1000 },
@@ -1074,7 +1003,7 @@ static void conf_json_duration(struct conf_json *w, const char *key, uint64_t ms
     conf_json_str(w, key, text);
 }
 
-static void conf_json_headers(struct conf_json *w, const char *key,
+void conf_json_headers(struct conf_json *w, const char *key,
                               const struct conf_header_kv *kv, size_t n)
 {
     if (!n)
@@ -1085,7 +1014,7 @@ static void conf_json_headers(struct conf_json *w, const char *key,
     conf_json_close(w, '}');
 }
 
-static void conf_json_strs(struct conf_json *w, const char *key, const char *const *v,
+void conf_json_strs(struct conf_json *w, const char *key, const char *const *v,
                            size_t n)
 {
     if (!n)
@@ -1096,10 +1025,9 @@ static void conf_json_strs(struct conf_json *w, const char *key, const char *con
     conf_json_close(w, ']');
 }
 
-static void conf_dump_table(struct conf_json *w, const struct conf_table *t, const void *base);
 
 /* Writes mapping KEY from table SUB at BASE; left out if it would be empty. */
-static void conf_dump_nested(struct conf_json *w, const char *key, const struct conf_table *sub,
+void conf_dump_nested(struct conf_json *w, const char *key, const struct conf_table *sub,
                              const void *base)
 {
     struct conf_json_mark m = conf_json_open(w, key, '{');
@@ -1107,7 +1035,6 @@ static void conf_dump_nested(struct conf_json *w, const char *key, const struct 
     conf_json_close_or_drop(w, m, '}');
 }
 
-#define CONF_CFIELD(base, T, off) ((const T *)(const void *)((const char *)(base) + (off)))
 
 /* One key from its field. A string that is NULL, a list that is empty and a number below the
  * key's minimum (0 for "unset" durations) are left out: loading gives them back. */
@@ -1159,7 +1086,7 @@ static void conf_dump_key(struct conf_json *w, const struct conf_key *key, const
     }
 }
 
-static void conf_dump_table(struct conf_json *w, const struct conf_table *t, const void *base)
+void conf_dump_table(struct conf_json *w, const struct conf_table *t, const void *base)
 {
     for (size_t i = 0; i < t->n; i++) {
         if (t->keys[i].dump)
@@ -1372,6 +1299,8 @@ static const struct conf_key conf_limits_keys[] = {
       .min = 1, .max = 65535 },
     { .name = "max_body_bytes", .type = CT_SIZE64,
       .off = offsetof(struct conf_limits, max_body_bytes), .min = 0, .max = UINT64_MAX },
+    { .name = "shed_connections", .type = CT_U32,
+      .off = offsetof(struct conf_limits, shed_connections), .min = 0, .max = 1000000 },
 };
 static const struct conf_table conf_limits_table = CONF_TABLE("limits", conf_limits_keys);
 
@@ -1397,6 +1326,13 @@ static const struct conf_key conf_listener_keys[] = {
       .check = conf_check_name },
     { .name = "address", .type = CT_STRING, .off = offsetof(struct conf_listener, address),
       .check = conf_check_address, .required = true },
+    { .name = "proxy_protocol", .type = CT_BOOL,
+      .off = offsetof(struct conf_listener, proxy_protocol) },
+    { .name = "allow", .type = CT_CUSTOM, .set = conf_set_listener_allow,
+      .dump = conf_dump_listener_acl },
+    { .name = "deny", .type = CT_CUSTOM, .set = conf_set_listener_deny, .dump = conf_dump_nothing },
+    { .name = "max_connections_per_ip", .type = CT_U32,
+      .off = offsetof(struct conf_listener, max_connections_per_ip), .min = 0, .max = UINT32_MAX },
 };
 static const struct conf_table conf_listener_table = CONF_TABLE("listener", conf_listener_keys);
 
@@ -1432,7 +1368,7 @@ static const char *const conf_health_check_types[] = { "http", "tcp", NULL };
                         .max = CONF_MAX_DURATION_MS }
 
 /* Reads an unsigned decimal scalar of VAL; false (reported as a type error) if it is none. */
-static bool conf_scalar_u64(struct conf_ctx *ctx, const struct yaml_doc_node *val,
+bool conf_scalar_u64(struct conf_ctx *ctx, const struct yaml_doc_node *val,
                             const char *want, const char *name, uint64_t *out)
 {
     const char *text = conf_scalar(ctx, val, want, name);
@@ -2001,6 +1937,14 @@ static const struct conf_key conf_route_keys[] = {
       .off = offsetof(struct conf_route, request_headers), .sub = &conf_request_headers_table },
     { .name = "response_headers", .type = CT_NESTED,
       .off = offsetof(struct conf_route, response_headers), .sub = &conf_response_headers_table },
+    { .name = "allow", .type = CT_CUSTOM, .set = conf_set_route_allow, .dump = conf_dump_route_acl },
+    { .name = "deny", .type = CT_CUSTOM, .set = conf_set_route_deny, .dump = conf_dump_nothing },
+    { .name = "rate_limit", .type = CT_CUSTOM, .set = conf_set_route_rate_limit,
+      .dump = conf_dump_route_rate_limit },
+    { .name = "auth", .type = CT_CUSTOM, .set = conf_set_auth, .dump = conf_dump_auth },
+    { .name = "waf", .type = CT_CUSTOM, .set = conf_set_waf, .dump = conf_dump_waf },
+    { .name = "security_headers", .type = CT_CUSTOM, .set = conf_set_security_headers,
+      .dump = conf_dump_security_headers },
 };
 static const struct conf_table conf_route_table = CONF_TABLE("route", conf_route_keys);
 
@@ -2092,6 +2036,15 @@ static const struct conf_key conf_top_keys[] = {
       .dump = conf_dump_listeners },
     { .name = "upstreams", .type = CT_CUSTOM, .set = conf_set_upstreams,
       .dump = conf_dump_upstreams },
+    { .name = "trusted_proxies", .type = CT_CUSTOM, .set = conf_set_trusted_proxies,
+      .dump = conf_dump_trusted_proxies },
+    { .name = "real_ip_header", .type = CT_STRING, .off = offsetof(struct config, real_ip_header),
+      .check = conf_check_header_name },
+    { .name = "rate_limits", .type = CT_CUSTOM, .set = conf_set_rate_limits,
+      .dump = conf_dump_rate_limits },
+    { .name = "redis", .type = CT_CUSTOM, .set = conf_set_redis, .dump = conf_dump_redis },
+    { .name = "server_header", .type = CT_CUSTOM, .set = conf_set_server_header,
+      .dump = conf_dump_server_header },
     { .name = "routes", .type = CT_CUSTOM, .set = conf_stash_routes, .dump = conf_dump_routes },
 };
 static const struct conf_table conf_top_table = CONF_TABLE("config", conf_top_keys);
@@ -2108,13 +2061,14 @@ static void conf_defaults(struct config *cfg, const char *path)
         .max_connections = 10000, .header_timeout_ms = 10000, .body_timeout_ms = 60000,
         .keepalive_timeout_ms = 75000, .send_timeout_ms = 60000, .tunnel_timeout_ms = 3600000,
         .drain_timeout_ms = 30000, .max_request_line = 8192, .max_header_bytes = 65536,
-        .max_headers = 100, .max_body_bytes = 0,
+        .max_headers = 100, .max_body_bytes = 0, .shed_connections = 1024,
     };
     cfg->forwarding = (struct conf_forwarding){ .x_forwarded = true };
     cfg->admin_address = conf_xstrdup("127.0.0.1:9901");
+    conf_policy_defaults(cfg);
 }
 
-static void conf_free_ops(struct conf_header_ops *ops)
+void conf_free_ops(struct conf_header_ops *ops)
 {
     conf_free_kvs(ops->set, ops->n_set);
     conf_free_kvs(ops->add, ops->n_add);
@@ -2137,6 +2091,7 @@ static void conf_free_route(struct conf_route *r)
     free(r->redirect_location);
     conf_free_ops(&r->request_headers);
     conf_free_ops(&r->response_headers);
+    conf_policy_free_route(r);
 }
 
 static void conf_free(struct config *cfg)
@@ -2159,12 +2114,14 @@ static void conf_free(struct config *cfg)
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].address);
+        conf_policy_free_listener(&cfg->listeners[i]);
     }
     free(cfg->listeners);
     free(cfg->log.access);
     free(cfg->log.error);
     free(cfg->admin_address);
     free(cfg->admin_token);
+    conf_policy_free(cfg);
     free(cfg->path);
     free(cfg);
 }
@@ -2180,6 +2137,7 @@ static void conf_build(struct conf_ctx *ctx, const struct yaml_doc_node *root)
     if (!conf_apply(ctx, root, &conf_top_table, ctx->cfg, NULL))
         return;
     conf_parse_routes(ctx, ctx->routes_node);
+    conf_policy_check(ctx);
     if (ctx->cfg->n_listeners == 0)
         conf_error(ctx, ctx->listeners_node ? ctx->listeners_node : root,
                    "no listeners defined (add at least one under \"listeners\")");

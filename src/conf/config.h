@@ -40,6 +40,8 @@ struct conf_limits {
     uint32_t max_header_bytes;     /* 64KiB -> 431 (whole head incl. request line) */
     uint32_t max_headers;          /* 100 -> 431 */
     uint64_t max_body_bytes;       /* 0 = unlimited -> 413 */
+    uint32_t shed_connections;     /* 1024: past max_connections, up to this many more are accepted
+                                      only to be answered 503 and closed (0: stop accepting) */
 };
 
 /* Forwarding-header policy (top-level `forwarding:`). */
@@ -49,11 +51,33 @@ struct conf_forwarding {
     bool via;         /* false: append Via: 1.1 portero */
 };
 
+/* An address range: "10.0.0.0/8", "2001:db8::/32", or one address (full prefix). */
+struct conf_cidr {
+    int family;                   /* AF_INET or AF_INET6 */
+    uint8_t addr[16];             /* network byte order; IPv4 in the first 4 bytes, host bits 0 */
+    uint8_t bits;                 /* prefix length: 0-32 (IPv4) or 0-128 (IPv6) */
+};
+
+/* `allow:` / `deny:` lists of CIDRs ("all" = every address). Rules keep file order and the first
+ * match wins; an address no rule matches is denied when any allow rule exists, else allowed. */
+struct conf_acl_rule {
+    bool allow;
+    struct conf_cidr cidr;
+};
+struct conf_acl {
+    struct conf_acl_rule *rules;  /* owned */
+    size_t n;
+};
+
 struct conf_listener {
     char *name;
     char *address;                /* as written, e.g. "0.0.0.0:8080" or "[::]:8080" */
     struct sockaddr_storage addr; /* resolved at load */
     socklen_t addr_len;
+    bool proxy_protocol;          /* false: connections start with a PROXY v1/v2 header, accepted
+                                     only from trusted_proxies */
+    struct conf_acl acl;          /* checked at accept, on the real client address */
+    uint32_t max_connections_per_ip; /* 0 = unlimited; more -> 429 and close */
 };
 
 struct conf_server {
@@ -139,6 +163,78 @@ struct conf_header_ops {
 
 enum route_action { ROUTE_UPSTREAM, ROUTE_RESPOND, ROUTE_REDIRECT };
 
+/* One part of a rate-limit key. */
+enum rate_key_kind { RATE_KEY_CLIENT_IP, RATE_KEY_ROUTE, RATE_KEY_HEADER };
+struct conf_rate_key {
+    enum rate_key_kind kind;
+    char *header;                 /* RATE_KEY_HEADER: the header name ("header:NAME") */
+};
+
+/* A named token bucket (`rate_limits: { NAME: { rate: 10/s, burst: 20, key: [client_ip] } }`):
+ * RATE tokens per PER_MS refill, BURST at most; one request takes one token. */
+struct conf_rate_limit {
+    char *name;
+    size_t index;                 /* position in config->rate_limits */
+    uint32_t rate;                /* tokens per period (`rate: 10/s` -> 10 per 1000 ms) */
+    uint64_t per_ms;
+    uint32_t burst;               /* bucket size; default = rate */
+    struct conf_rate_key *key;    /* parts, joined; default [client_ip] */
+    size_t n_key;
+    bool cluster;                 /* false: per process; true: shared by every instance via Redis */
+};
+
+/* `redis:` — the engine behind cluster-wide rate limits. */
+struct conf_redis {
+    char *address;                /* "127.0.0.1:6379"; NULL = no Redis */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    uint64_t timeout_ms;          /* 50ms: a reply later than this counts as a failure */
+    bool fail_open;               /* `on_error: open` (default) lets requests through when Redis
+                                     fails; `closed` answers 503 */
+    char *prefix;                 /* key prefix, default "portero:" */
+};
+
+enum auth_kind { AUTH_NONE, AUTH_BASIC, AUTH_JWT, AUTH_FORWARD };
+
+/* `auth:` — exactly one of basic, jwt, forward. */
+struct conf_auth {
+    enum auth_kind kind;
+    /* basic */
+    char *realm;                  /* default "portero" */
+    char *users_file;             /* htpasswd lines "user:HASH" (bcrypt $2y$/$2b$, SHA-crypt $5$/$6$) */
+    /* jwt: keys from key_file (PEM public key, or the HS256 secret's bytes) or jwks_file */
+    char *key_file;
+    char *jwks_file;
+    char **algorithms;            /* allowed: HS256, RS256, ES256; default all three */
+    size_t n_algorithms;
+    char *issuer;                 /* required `iss` when set */
+    char *audience;               /* required in `aud` when set */
+    uint64_t leeway_ms;           /* clock skew allowed on exp/nbf: 30s */
+    struct conf_header_kv *claims; /* claim name -> request header set upstream (stripped from
+                                      the client's request in any case) */
+    size_t n_claims;
+    /* forward: a GET to address+path with the client's headers decides; 2xx lets through */
+    char *forward_address;
+    struct sockaddr_storage forward_addr;
+    socklen_t forward_addr_len;
+    char *forward_path;           /* default "/" */
+    uint64_t forward_timeout_ms;  /* 2s; a timeout or error -> 503 */
+    char **forward_request_headers;  /* sent to the auth service; default all but framing */
+    size_t n_forward_request_headers;
+    char **forward_response_headers; /* copied from its 2xx answer into the upstream request */
+    size_t n_forward_response_headers;
+};
+
+enum waf_mode { WAF_OFF, WAF_DETECT, WAF_BLOCK };
+
+/* `waf:` — libmodsecurity with the OWASP Core Rule Set. */
+struct conf_waf {
+    enum waf_mode mode;           /* off unless the key is present: then block */
+    uint32_t paranoia;            /* CRS paranoia level 1-4, default 1 */
+    uint64_t body_limit;          /* request body inspected up to 128KiB; larger bodies -> 413
+                                     in block mode, headers-only inspection in detect mode */
+    char *audit_log;              /* NULL = none; a file path (JSON lines of matched rules) */
+};
 struct conf_route {
     size_t index;
     char *name;                   /* `name:` or "route<N>" (1-based file order) */
@@ -164,7 +260,18 @@ struct conf_route {
     char *redirect_location;      /* may hold $host, $request_uri, $scheme */
     struct conf_header_ops request_headers;
     struct conf_header_ops response_headers;
+    /* request steps, in this order (DESIGN: the life of one request, step 3) */
+    struct conf_acl acl;
+    struct conf_rate_limit **rate_limits; /* borrowed from config->rate_limits */
+    size_t n_rate_limits;
+    struct conf_auth auth;
+    struct conf_waf waf;
+    /* `security_headers:` compiled into headers set on every response of the route */
+    struct conf_header_kv *security_headers;
+    size_t n_security_headers;
 };
+
+enum server_header_mode { SERVER_HEADER_NAME, SERVER_HEADER_OFF, SERVER_HEADER_CUSTOM };
 
 struct config {
     atomic_int refs;
@@ -181,6 +288,16 @@ struct config {
     size_t n_upstreams;
     struct conf_route *routes;
     size_t n_routes;
+    /* protection */
+    struct conf_cidr *trusted_proxies; /* whose X-Forwarded-For / PROXY header is believed */
+    size_t n_trusted_proxies;
+    char *real_ip_header;         /* default "X-Forwarded-For" */
+    struct conf_rate_limit *rate_limits;
+    size_t n_rate_limits;
+    struct conf_redis redis;
+    enum server_header_mode server_header; /* `server_header: off | name | "text"`: default name
+                                              ("Server: portero", no version) */
+    char *server_header_text;     /* SERVER_HEADER_CUSTOM */
 };
 
 /* Error messages, each "FILE:LINE:COL: message" (LINE and COL 1-based). */
@@ -207,6 +324,12 @@ int config_parse_address(const char *text, struct sockaddr_storage *out, socklen
 struct config *config_ref(struct config *cfg);
 /* Drops one reference; frees the snapshot (regexes included) with the last one. */
 void config_unref(struct config *cfg);
+
+/* True when the IPv4 or IPv6 address ADDR (AF_INET: 4 bytes, AF_INET6: 16) lies in C; an
+ * IPv4-mapped IPv6 address (::ffff:a.b.c.d) also matches IPv4 ranges. */
+bool conf_cidr_contains(const struct conf_cidr *c, int family, const uint8_t *addr);
+/* Parses "a.b.c.d[/n]" or "v6[/n]" into OUT. 0 on success. */
+int conf_cidr_parse(const char *text, struct conf_cidr *out);
 
 const struct conf_upstream *config_find_upstream(const struct config *cfg, const char *name);
 

@@ -475,6 +475,28 @@ static int h1_connection(struct h1_ctx *c, struct http_msg *m, struct str v)
     return 1;
 }
 
+/* Whether a request's Upgrade field may be honoured (and so forwarded). Ignored are:
+ * HTTP/1.0 requests (RFC 9110 §7.8: a server MUST ignore Upgrade in them), and offers of h2c,
+ * whose upgrade RFC 9113 §3.1 deprecates: were a 101 to turn the connection into an HTTP/2
+ * tunnel, every request inside it would bypass the proxy's routing and limits ("h2c
+ * smuggling"). Protocol names are compared without their "/version" and case-insensitively. */
+static bool h1_upgrade_allowed(const struct h1_ctx *c, const struct http_msg *m, struct str v)
+{
+    if (!c->request)
+        return true;
+    if (m->version_minor == 0)
+        return false;
+    struct str rest = v, item;
+    while (str_next_list_item(&rest, &item)) {
+        const char *slash = memchr(item.p, '/', item.n);
+        if (slash)
+            item.n = (size_t)(slash - item.p);
+        if (str_ieq(item, STR_LIT("h2c")))
+            return false;
+    }
+    return true;
+}
+
 #define H1_NAME_IS(n, lit) str_ieq((n), STR_LIT(lit))
 
 /* Interprets one complete field line. */
@@ -492,7 +514,7 @@ static int h1_field(struct h1_ctx *c, struct http_msg *m, const struct http_head
             m->expect_continue = true;
         break;
     case 7:
-        if (H1_NAME_IS(n, "upgrade") && m->upgrade.n == 0)
+        if (H1_NAME_IS(n, "upgrade") && m->upgrade.n == 0 && h1_upgrade_allowed(c, m, v))
             m->upgrade = v;
         break;
     case 10:

@@ -89,10 +89,19 @@ static void hdr_append_joined(struct sbuf *out, const struct http_msg *msg, cons
     sbuf_append(out, "\r\n", 2);
 }
 
+static bool hdr_in_names(const char *const *names, size_t n, struct str name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (str_ieq_cstr(name, names[i]))
+            return true;
+    return false;
+}
+
 static bool hdr_request_skip(const struct http_msg *req, const struct hdr_request_ctx *ctx,
                              struct str name)
 {
-    if (hdr_is_hop_by_hop(req, name) || hdr_is_set_by_ops(ctx->ops, name))
+    if (hdr_is_hop_by_hop(req, name) || hdr_is_set_by_ops(ctx->ops, name) ||
+        hdr_in_names(ctx->set_name, ctx->n_set, name))
         return true;
     if (str_ieq_cstr(name, "host") || str_ieq_cstr(name, "expect"))
         return true; /* Host is written first; Expect: 100-continue is answered by us */
@@ -154,6 +163,10 @@ void hdr_build_request(struct sbuf *out, const struct http_msg *req, const struc
             sbuf_append_header(out, h->name, h->value);
     }
     hdr_append_ops(out, ctx->ops);
+    for (size_t i = 0; i < ctx->n_set; i++)
+        if (ctx->set_value[i])
+            sbuf_append_header(out, str_make(ctx->set_name[i], strlen(ctx->set_name[i])),
+                               str_make(ctx->set_value[i], strlen(ctx->set_value[i])));
     hdr_append_forwarding(out, req, ctx, client_host); /* X-Forwarded-Host: what the client asked */
     hdr_append_framing(out, ctx->framing, ctx->length);
     if (ctx->tunnel) {
@@ -170,7 +183,22 @@ static bool hdr_response_skip(const struct http_msg *resp, const struct hdr_resp
         return false; /* HEAD and 304 keep the length of the representation, RFC 9110 §8.6 */
     if (hdr_is_hop_by_hop(resp, name) || hdr_is_set_by_ops(ctx->ops, name))
         return true;
+    if (str_ieq_cstr(name, "server"))
+        return true; /* replaced by ours, or dropped: the backend stays unnamed */
+    for (size_t i = 0; i < ctx->n_security; i++)
+        if (str_ieq_cstr(name, ctx->security[i].name))
+            return true;
     return ctx->fwd->via && str_ieq_cstr(name, "via");
+}
+
+struct str hdr_server_value(const struct config *cfg)
+{
+    switch (cfg->server_header) {
+    case SERVER_HEADER_OFF: return STR_LIT("");
+    case SERVER_HEADER_CUSTOM: return str_make(cfg->server_header_text, strlen(cfg->server_header_text));
+    case SERVER_HEADER_NAME: break;
+    }
+    return STR_LIT("portero");
 }
 
 void hdr_build_response(struct sbuf *out, const struct http_msg *resp, const struct hdr_response_ctx *ctx)
@@ -189,6 +217,11 @@ void hdr_build_response(struct sbuf *out, const struct http_msg *resp, const str
             sbuf_append_header(out, h->name, h->value);
     }
     hdr_append_ops(out, ctx->ops);
+    for (size_t i = 0; i < ctx->n_security; i++)
+        sbuf_append_header(out, str_make(ctx->security[i].name, strlen(ctx->security[i].name)),
+                           str_make(ctx->security[i].value, strlen(ctx->security[i].value)));
+    if (ctx->server.n && !hdr_is_set_by_ops(ctx->ops, STR_LIT("server")))
+        sbuf_append_header(out, STR_LIT("Server"), ctx->server); /* a route's own rule wins */
     if (ctx->fwd->via)
         hdr_append_joined(out, resp, "Via", STR_LIT(""), resp->version_minor ? STR_LIT("1.1 portero")
                                                                              : STR_LIT("1.0 portero"));

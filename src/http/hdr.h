@@ -30,6 +30,11 @@ struct hdr_request_ctx {
     bool tunnel;                       /* forward Upgrade (WebSocket handshake) */
     enum hdr_framing framing;
     uint64_t length;                   /* with HDR_FRAME_LENGTH */
+    /* Headers a request step decided (auth claims, forward-auth answers): every client header of
+     * these names is dropped, and those with a value are sent. */
+    const char *const *set_name;
+    char *const *set_value;
+    size_t n_set;
 };
 
 /* Appends the request head to send upstream (always HTTP/1.1, keep-alive). */
@@ -43,6 +48,10 @@ struct hdr_response_ctx {
     bool close;                        /* tell the client we close after this response */
     bool keep_alive_10;                /* HTTP/1.0 client kept alive: say "Connection: keep-alive" */
     bool tunnel;                       /* 101 Switching Protocols: forward Upgrade */
+    const struct conf_header_kv *security; /* route's security_headers: set, replacing the origin's */
+    size_t n_security;
+    struct str server;                 /* Server value to send instead of the origin's; empty:
+                                          drop the origin's and send none */
 };
 
 /* Appends the response head for the client (status line always HTTP/1.1, RFC 9110 §6.2). */
@@ -50,6 +59,9 @@ void hdr_build_response(struct sbuf *out, const struct http_msg *resp, const str
 
 /* True when NAME must not be forwarded: a hop-by-hop field, or one listed in MSG's Connection. */
 bool hdr_is_hop_by_hop(const struct http_msg *msg, struct str name);
+
+/* Server value for CFG's server_header ("" when off). */
+struct str hdr_server_value(const struct config *cfg);
 
 /* Reason phrase for a status we generate ("Not Found"); "Unknown" if we have none. */
 const char *hdr_reason(int status);

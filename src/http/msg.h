@@ -44,7 +44,7 @@ struct http_msg {
     bool expect_continue;   /* request: Expect: 100-continue */
     bool absolute_form;     /* request target was absolute-form */
     struct str host;        /* request: the authority used for routing (target's if absolute-form) */
-    struct str upgrade;     /* Upgrade header value, empty if none */
+    struct str upgrade;     /* Upgrade value; empty if none or not honoured (HTTP/1.0, h2c offers) */
     uint32_t head_len;      /* bytes of the head including the final CRLF CRLF */
 };
 

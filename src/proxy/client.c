@@ -1,6 +1,7 @@
 #include "proxy/client.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -11,6 +12,9 @@
 
 #include "core/log.h"
 #include "http/h1.h"
+#include "http/hdr.h"
+#include "http/proxyproto.h"
+#include "policy/policy.h"
 #include "proxy/exchange.h"
 #include "proxy/worker.h"
 
@@ -73,6 +77,8 @@ void client_close(struct client *c)
     loop_timer_stop(w->loop, &c->timer);
     loop_cancel(w->loop, &c->task);
     close(c->io.fd); /* our only reference: close(2) takes it out of epoll, no EPOLL_CTL_DEL */
+    if (c->ip_counted)
+        policy_conn_release(&c->peer.sa);
     buf_put(c->in);
     c->in = NULL;
     if (c->prev)
@@ -148,6 +154,52 @@ static int client_make_room(struct client *c)
     return 0;
 }
 
+/* Counts the connection against its address's limit; false (and shed) when over it. */
+static bool client_count_ip(struct client *c, const struct conf_listener *cl)
+{
+    if (!cl || !cl->max_connections_per_ip)
+        return true;
+    if (policy_conn_acquire(&c->peer.sa, cl->max_connections_per_ip)) {
+        c->ip_counted = true;
+        return true;
+    }
+    STATS_ADD(c->w->stats.policy.conn_limited, 1);
+    return false;
+}
+
+static const struct conf_listener *client_listener(const struct client *c)
+{
+    const struct config *cfg = worker_config(c->w);
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (strcmp(cfg->listeners[i].address, c->listener) == 0)
+            return &cfg->listeners[i];
+    return NULL;
+}
+
+/* The PROXY header (HAProxy PROXY protocol v1/v2) at the start of C->in gives the real client.
+ * Returns 1 when consumed, 0 to read more, -1 when the connection must go. */
+static int client_take_proxy_header(struct client *c)
+{
+    struct proxyproto_info info;
+    enum proxyproto_result r = proxyproto_parse((const uint8_t *)buf_rptr(c->in), buf_len(c->in), &info);
+    if (r == PROXYPROTO_NEED_MORE)
+        return buf_space(c->in) || buf_len(c->in) < PROXYPROTO_MAX_HEADER ? 0 : -1;
+    if (r == PROXYPROTO_ERROR) {
+        log_info("client %s: invalid PROXY protocol header: connection closed", c->listener);
+        return -1;
+    }
+    if (info.has_addr)
+        memcpy(&c->peer, &info.src, info.src_len < sizeof c->peer ? info.src_len : sizeof c->peer);
+    buf_consume(c->in, (uint32_t)info.header_len);
+    c->proxy_pending = false;
+    if (!client_count_ip(c, client_listener(c))) {
+        client_shed(c->io.fd, 429);
+        c->io.fd = -1;
+        return -1;
+    }
+    return 1;
+}
+
 static void client_read_head(struct client *c)
 {
     if (!c->in && !(c->in = buf_get())) {
@@ -155,7 +207,14 @@ static void client_read_head(struct client *c)
         return;
     }
     for (;;) {
-        if (buf_len(c->in) && client_try_parse(c))
+        if (c->proxy_pending && buf_len(c->in)) {
+            int r = client_take_proxy_header(c);
+            if (r < 0) {
+                client_close(c);
+                return;
+            }
+        }
+        if (!c->proxy_pending && buf_len(c->in) && client_try_parse(c))
             return;
         if (!c->readable)
             break;
@@ -224,21 +283,57 @@ void client_drain(struct client *c)
         client_close(c);
 }
 
-void client_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len)
+void client_shed(int fd, int status)
+{
+    char scratch[4096], msg[256];
+    /* Read what already arrived, so that closing does not turn into a reset that could destroy
+     * the answer before the client reads it. */
+    while (read(fd, scratch, sizeof scratch) == (ssize_t)sizeof scratch)
+        ;
+    int body = snprintf(scratch, sizeof scratch, "%d %s\n", status, hdr_reason(status));
+    int n = snprintf(msg, sizeof msg, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
+                     status, hdr_reason(status), body, scratch);
+    if (write(fd, msg, (size_t)n) < 0) {
+        /* best effort: the client is gone or not reading; closing is all that is left */
+    }
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
+void client_accept(struct worker *w, const char *listener, const struct conf_listener *cl, int fd,
+                   const struct sockaddr *peer, socklen_t peer_len)
 {
     struct client *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);
         return;
     }
+    c->w = w;
+    c->listener = listener;
+    memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
+    if (cl && cl->proxy_protocol) {
+        if (!policy_is_trusted(worker_config(w), peer)) {
+            /* Only trusted load balancers may name the client: anyone else is refused. */
+            STATS_ADD(w->stats.policy.acl_denied, 1);
+            close(fd);
+            free(c);
+            return;
+        }
+        c->proxy_pending = true;
+    } else if (!client_count_ip(c, cl)) {
+        client_shed(fd, 429);
+        free(c);
+        return;
+    }
     c->io.fd = fd;
     c->io.on_event = client_on_event;
     c->timer.on_fire = client_on_timer;
     c->task.run = client_resume_task;
-    c->w = w;
-    memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
     if (loop_add(w->loop, &c->io) < 0) {
         log_warn("epoll_ctl: %s", strerror(errno));
+        if (c->ip_counted)
+            policy_conn_release(&c->peer.sa);
         close(fd);
         free(c);
         return;

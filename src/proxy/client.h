@@ -13,6 +13,7 @@
 struct worker;
 struct worker_listener;
 struct exchange;
+struct conf_listener;
 
 /* Kept small: an idle keep-alive connection costs this struct and nothing else. */
 struct client {
@@ -23,6 +24,8 @@ struct client {
     struct client *next, *prev;    /* worker's list of clients */
     struct buf *in;                /* request bytes; NULL while idle */
     struct exchange *ex;           /* current exchange, NULL between requests */
+    const char *listener;          /* its listener's address, interned by the worker (lives as
+                                      long as the worker) */
     union {
         struct sockaddr sa;
         struct sockaddr_in v4;
@@ -35,10 +38,17 @@ struct client {
     bool head_timer_armed;         /* header_timeout runs (first byte of a head seen) */
     bool busy;                     /* an exchange runs (else idle, for the gauge) */
     bool no_delay;                 /* TCP_NODELAY is set */
+    bool proxy_pending;            /* a PROXY protocol header must come first */
+    bool ip_counted;               /* counted against max_connections_per_ip until closed */
 };
 
-/* Takes ownership of FD accepted by W's listener L. */
-void client_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len);
+/* Takes ownership of FD accepted by W's listener at address LISTENER (interned; CL its current
+ * settings). */
+void client_accept(struct worker *w, const char *listener, const struct conf_listener *cl, int fd,
+                   const struct sockaddr *peer, socklen_t peer_len);
+/* Answers a connection we will not serve with a canned STATUS response (503 overloaded, 429 too
+ * many connections from one address) and closes FD, best effort and without waiting. */
+void client_shed(int fd, int status);
 /* The exchange finished: KEEP_ALIVE says whether the connection may serve another request. */
 void client_exchange_done(struct client *c, bool keep_alive);
 /* Sets TCP_NODELAY once: a response is about to take more than one write. */

@@ -137,12 +137,14 @@ static void control_publish(struct control *ctl, struct config *cfg, struct cont
         config_unref(cfg);
         return;
     }
-    struct runtime *rt = runtime_build(cfg, ++ctl->generation);
+    char err[512];
+    struct runtime *rt = runtime_build(cfg, ctl->generation + 1, ctl->rt, err, sizeof err);
     config_unref(cfg); /* the runtime holds it now */
     if (!rt) {
-        control_add_error(&res->errors, "out of memory building the new configuration");
+        control_add_error(&res->errors, err);
         return;
     }
+    ctl->generation++;
     res->summary = control_summary(ctl->rt->cfg, rt->cfg);
     worker_group_publish(ctl->group, rt);
     runtime_unref(ctl->rt);

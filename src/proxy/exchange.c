@@ -12,13 +12,14 @@
 #include "core/sock.h"
 #include "http/h1.h"
 #include "http/hdr.h"
+#include "policy/policy.h"
 #include "proxy/client.h"
 #include "proxy/pump.h"
 #include "proxy/route.h"
 #include "proxy/select.h"
 #include "proxy/worker.h"
 
-enum ex_state { EX_LOCAL, EX_BACKOFF, EX_CONNECT, EX_WAIT_HEAD, EX_BODY, EX_TUNNEL };
+enum ex_state { EX_HOLD_BODY, EX_POLICY, EX_LOCAL, EX_BACKOFF, EX_CONNECT, EX_WAIT_HEAD, EX_BODY, EX_TUNNEL };
 enum ex_step { EX_AGAIN, EX_WAIT, EX_GONE };
 
 static const char ex_continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -38,7 +39,15 @@ struct exchange {
     size_t tried_cap;
     const struct conf_route *route;
     uint64_t t_start;
-    char client_ip[48];
+    char client_ip[48];               /* the real client (behind trusted proxies) */
+    char peer_ip[48];                 /* who connected: appended to X-Forwarded-For */
+    struct sockaddr_storage client_addr;
+    /* request steps */
+    struct policy_run policy;
+    struct pump hold_pump;            /* EX_HOLD_BODY: the client's body into body_hold */
+    struct sbuf body_hold;            /* the whole request body, held for inspection */
+    bool body_held;                   /* the body sits in body_hold: it goes upstream from there */
+    bool body_uninspected;            /* too large to hold (detect mode): headers-only inspection */
     /* upstream side */
     struct worker_upstream *wu;
     int server;                       /* -1 until picked */
@@ -69,6 +78,8 @@ struct exchange {
 
 static enum ex_step ex_run_state(struct exchange *ex);
 static void ex_run(struct exchange *ex);
+static enum ex_step ex_policy_step(struct exchange *ex);
+static enum ex_step ex_hold_body_step(struct exchange *ex);
 
 /* --- helpers ------------------------------------------------------------------------------ */
 
@@ -88,6 +99,8 @@ static void ex_release_memory(struct exchange *ex)
     sbuf_free(&ex->up_head);
     sbuf_free(&ex->resp_head);
     sbuf_free(&ex->replay);
+    sbuf_free(&ex->body_hold);
+    sbuf_free(&ex->policy.answer_headers);
     free(ex->resp_hdrs);
     free(ex->req_hdrs);
     free(ex->req_raw);
@@ -122,6 +135,7 @@ static void ex_free(struct exchange *ex)
 {
     struct loop *loop = ex->w->loop;
     loop_timer_stop(loop, &ex->up_timer);
+    policy_run_clear(&ex->policy);
     ex_server_end(ex);
     if (ex->uc)
         upstream_close(ex->uc);
@@ -151,6 +165,10 @@ static struct exchange *ex_alloc(void)
     ex->up_head = keep.up_head;
     ex->resp_head = keep.resp_head;
     ex->replay = keep.replay;
+    ex->body_hold = keep.body_hold;
+    ex->policy.answer_headers = keep.policy.answer_headers;
+    sbuf_reset(&ex->body_hold);
+    sbuf_reset(&ex->policy.answer_headers);
     sbuf_reset(&ex->up_head);
     sbuf_reset(&ex->resp_head);
     sbuf_reset(&ex->replay);
@@ -278,7 +296,10 @@ static enum ex_step ex_send_local(struct exchange *ex, int status)
 {
     ex->status = status;
     ex->resp_started = true;
-    if (ex->req_pump.in_kind != H1_BODY_NONE && !ex->req_done)
+    bool unread = ex->req_pump.in_kind != H1_BODY_NONE
+                      ? !ex->req_done
+                      : h1_request_body_kind(&ex->req) != H1_BODY_NONE && !ex->body_held;
+    if (unread)
         ex->client_close = true; /* the unread body would be taken for the next request */
     pump_init(&ex->resp_pump, H1_BODY_NONE, 0, false, &ex->resp_head);
     ex->resp_pump.prefix_off = ex->resp_head_off;
@@ -300,10 +321,18 @@ static void ex_local_head(struct exchange *ex, int status, size_t body_len)
         sbuf_append_cstr(h, "Connection: close\r\n");
     else if (ex->req.version_minor == 0)
         sbuf_append_cstr(h, "Connection: keep-alive\r\n");
+    struct str server = hdr_server_value(ex->cfg);
+    if (server.n)
+        sbuf_append_header(h, STR_LIT("Server"), server);
+    for (size_t i = 0; ex->route && i < ex->route->n_security_headers; i++) {
+        const struct conf_header_kv *kv = &ex->route->security_headers[i];
+        sbuf_append_header(h, str_make(kv->name, strlen(kv->name)), str_make(kv->value, strlen(kv->value)));
+    }
 }
 
-/* A short plain answer that reveals nothing about the backends (DESIGN: errors a client can see). */
-static enum ex_step ex_send_error(struct exchange *ex, int status)
+/* A short plain answer that reveals nothing about the backends (DESIGN: errors a client can see),
+ * with EXTRA header lines (a request step's Retry-After, WWW-Authenticate...) if not NULL. */
+static enum ex_step ex_send_answer(struct exchange *ex, int status, const struct sbuf *extra)
 {
     char body[96];
     int n = snprintf(body, sizeof body, "%d %s\n", status, hdr_reason(status));
@@ -312,10 +341,17 @@ static enum ex_step ex_send_error(struct exchange *ex, int status)
         ex->client_close = true;
     ex->resp_head.len = ex->resp_head_off; /* drop any unsent interim head */
     ex_local_head(ex, status, (size_t)n);
+    if (extra && extra->len)
+        sbuf_append(&ex->resp_head, extra->p, extra->len);
     sbuf_append_cstr(&ex->resp_head, "Content-Type: text/plain\r\n\r\n");
     if (ex->req.method_id != HTTP_METHOD_HEAD)
         sbuf_append(&ex->resp_head, body, (size_t)n);
     return ex_send_local(ex, status);
+}
+
+static enum ex_step ex_send_error(struct exchange *ex, int status)
+{
+    return ex_send_answer(ex, status, NULL);
 }
 
 static enum ex_step ex_respond_route(struct exchange *ex)
@@ -376,7 +412,8 @@ static enum ex_step ex_connect(struct exchange *ex, bool fresh)
 {
     const struct conf_upstream *up = ex->route->upstream;
     if (ex->server < 0) {
-        uint64_t key = up->balance == BALANCE_HASH ? balance_request_hash(up, &ex->req, &ex->c->peer.sa) : 0;
+        uint64_t key = up->balance == BALANCE_HASH
+                           ? balance_request_hash(up, &ex->req, (struct sockaddr *)&ex->client_addr) : 0;
         int s = select_server(ex->wu, up, ex_states(ex), ex->tried, key, loop_now(ex->w->loop));
         if (s == SELECT_ALL_DOWN)
             return ex_send_error(ex, 503); /* at once: waiting for a connect timeout helps nobody */
@@ -651,7 +688,8 @@ static enum ex_step ex_wait_head_step(struct exchange *ex)
 static enum ex_step ex_interim(struct exchange *ex)
 {
     if (ex->req.version_minor >= 1) {
-        struct hdr_response_ctx rc = { .fwd = &ex->cfg->forwarding, .framing = HDR_FRAME_NONE };
+        struct hdr_response_ctx rc = { .fwd = &ex->cfg->forwarding, .framing = HDR_FRAME_NONE,
+                                       .server = hdr_server_value(ex->cfg) };
         hdr_build_response(&ex->resp_head, &ex->resp, &rc);
     }
     buf_consume(ex->uc->in, ex->resp.head_len);
@@ -661,7 +699,8 @@ static enum ex_step ex_interim(struct exchange *ex)
 static enum ex_step ex_start_tunnel(struct exchange *ex)
 {
     struct hdr_response_ctx rc = { .fwd = &ex->cfg->forwarding, .ops = &ex->route->response_headers,
-                                   .framing = HDR_FRAME_NONE, .tunnel = true };
+                                   .framing = HDR_FRAME_NONE, .tunnel = true,
+                                   .server = hdr_server_value(ex->cfg) };
     hdr_build_response(&ex->resp_head, &ex->resp, &rc);
     buf_consume(ex->uc->in, ex->resp.head_len);
     ex->status = 101;
@@ -717,6 +756,8 @@ static enum ex_step ex_begin_response(struct exchange *ex)
         .fwd = &ex->cfg->forwarding, .ops = &ex->route->response_headers, .framing = framing,
         .length = kind == H1_BODY_LENGTH ? (uint64_t)resp->content_length : 0,
         .close = ex->client_close, .keep_alive_10 = ex->req.version_minor == 0,
+        .security = ex->route->security_headers, .n_security = ex->route->n_security_headers,
+        .server = hdr_server_value(ex->cfg),
     };
     hdr_build_response(&ex->resp_head, resp, &rc);
     ex->status = resp->status;
@@ -801,6 +842,8 @@ static enum ex_step ex_tunnel_step(struct exchange *ex)
 static enum ex_step ex_run_state(struct exchange *ex)
 {
     switch (ex->state) {
+    case EX_HOLD_BODY: return ex_hold_body_step(ex);
+    case EX_POLICY: return ex_policy_step(ex);
     case EX_LOCAL: return ex_local_step(ex);
     case EX_BACKOFF: return EX_WAIT;
     case EX_CONNECT: return ex_connect_step(ex);
@@ -889,7 +932,9 @@ static struct exchange *ex_new(struct client *c)
     ex->upstream_ms = -1;
     ex->t_start = loop_now(w->loop);
     ex->up_timer.on_fire = ex_on_up_timer;
-    sock_format_ip(&c->peer.sa, ex->client_ip, sizeof ex->client_ip);
+    sock_format_ip(&c->peer.sa, ex->peer_ip, sizeof ex->peer_ip);
+    memcpy(ex->client_ip, ex->peer_ip, sizeof ex->client_ip);
+    memcpy(&ex->client_addr, &c->peer, sizeof c->peer);
     c->ex = ex;
     return ex;
 }
@@ -938,9 +983,11 @@ static enum ex_step ex_forward(struct exchange *ex)
 {
     const struct conf_route *r = ex->route;
     struct http_msg *req = &ex->req;
-    enum h1_body_kind kind = h1_request_body_kind(req);
+    /* A held body goes out from memory with a length we know, whatever its framing was. */
+    enum h1_body_kind kind = ex->body_held ? H1_BODY_LENGTH : h1_request_body_kind(req);
+    uint64_t length = ex->body_held ? ex->body_hold.len : (uint64_t)req->content_length;
     uint64_t max = ex->cfg->limits.max_body_bytes;
-    if (max && kind == H1_BODY_LENGTH && (uint64_t)req->content_length > max) {
+    if (max && kind == H1_BODY_LENGTH && length > max) {
         ex->client_close = true;
         return ex_send_error(ex, 413);
     }
@@ -960,14 +1007,19 @@ static enum ex_step ex_forward(struct exchange *ex)
     retry_budget_on_request(&ex->wu->budget, loop_now(ex->w->loop));
     struct hdr_request_ctx rc = {
         .fwd = &ex->cfg->forwarding, .ops = &r->request_headers, .path = str_make(path, (size_t)plen),
-        .client_ip = str_make(ex->client_ip, strlen(ex->client_ip)),
+        .client_ip = str_make(ex->peer_ip, strlen(ex->peer_ip)),
         .client_ipv6 = ex->c->peer.sa.sa_family == AF_INET6, .scheme = "http",
         .fallback_host = str_make(r->upstream->servers[0].address, strlen(r->upstream->servers[0].address)),
         .tunnel = ex->tunnel_requested,
         .framing = kind == H1_BODY_CHUNKED ? HDR_FRAME_CHUNKED : kind == H1_BODY_LENGTH ? HDR_FRAME_LENGTH : HDR_FRAME_NONE,
-        .length = kind == H1_BODY_LENGTH ? (uint64_t)req->content_length : 0,
+        .length = kind == H1_BODY_LENGTH ? length : 0,
+        .set_name = ex->policy.set_name, .set_value = ex->policy.set_value, .n_set = ex->policy.n_set,
     };
     hdr_build_request(&ex->up_head, req, &rc);
+    if (ex->body_held) {
+        sbuf_append(&ex->up_head, ex->body_hold.p, ex->body_hold.len);
+        kind = H1_BODY_NONE; /* nothing more to read from the client */
+    }
     if (path != path_small)
         free(path);
     size_t resp_cap = ex->resp_hdrs_cap;
@@ -979,13 +1031,105 @@ static enum ex_step ex_forward(struct exchange *ex)
               kind == H1_BODY_CHUNKED, &ex->up_head);
     ex->req_pump.limit = max;
     ex_keep_replay(ex, kind);
-    if (req->expect_continue && kind != H1_BODY_NONE && req->version_minor >= 1)
+    if (req->expect_continue && kind != H1_BODY_NONE && req->version_minor >= 1 && !ex->body_uninspected)
         sbuf_append(&ex->resp_head, ex_continue_line, sizeof ex_continue_line - 1);
     if (kind != H1_BODY_NONE)
         ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
     else
         loop_timer_stop(ex->w->loop, &ex->c->timer);
     return ex_connect(ex, false);
+}
+
+static enum ex_step ex_action(struct exchange *ex)
+{
+    switch (ex->route->action) {
+    case ROUTE_RESPOND: return ex_respond_route(ex);
+    case ROUTE_REDIRECT: return ex_redirect_route(ex);
+    case ROUTE_UPSTREAM: return ex_forward(ex);
+    }
+    return ex_send_error(ex, 500);
+}
+
+/* --- request steps (DESIGN: the life of one request, step 3) --------------------------------------- */
+
+static void ex_on_policy_resume(struct policy_run *run)
+{
+    struct exchange *ex = container_of(run, struct exchange, policy);
+    if (ex->state == EX_POLICY)
+        ex_run(ex);
+}
+
+static enum ex_step ex_policy_step(struct exchange *ex)
+{
+    const struct conf_listener *cl = worker_find_listener(ex->cfg, ex->c->listener);
+    struct policy_req rq = {
+        .cfg = ex->cfg, .set = ex->gen->rt->policy, .route = ex->route, .listener = cl,
+        .pw = ex->w->policy, .counters = &ex->w->stats.policy, .req = &ex->req,
+        .client = (const struct sockaddr *)&ex->client_addr, .client_ip = ex->client_ip,
+        .local = cl ? (const struct sockaddr *)&cl->addr : NULL, .now_ms = loop_now(ex->w->loop),
+        .body = ex->body_hold.p, .body_len = ex->body_hold.len, .body_complete = ex->body_held,
+    };
+    ex->policy.resume = ex_on_policy_resume;
+    ex->state = EX_POLICY;
+    switch (policy_run(&ex->policy, &rq)) {
+    case POLICY_PASS: return ex_action(ex);
+    case POLICY_ANSWER: return ex_send_answer(ex, ex->policy.status, &ex->policy.answer_headers);
+    case POLICY_PENDING: return EX_WAIT;
+    }
+    return ex_send_error(ex, 500);
+}
+
+/* Reads the whole request body into body_hold before the steps run (a WAF inspects bodies). */
+static enum ex_step ex_hold_body_step(struct exchange *ex)
+{
+    struct client *c = ex->c;
+    bool no_socket = false;
+    enum pump_status s = pump_run(&ex->hold_pump, &c->in, c->io.fd, &c->readable, -1, &no_socket);
+    if (s == PUMP_DONE) {
+        ex->body_held = true;
+        return ex_policy_step(ex);
+    }
+    ex->client_close = true; /* from here on, the rest of the body is not ours to read */
+    if (s == PUMP_TOO_LARGE)
+        return ex_send_error(ex, 413);
+    if (s == PUMP_SRC_ERROR)
+        return ex_send_error(ex, 400);
+    if (s != PUMP_BLOCKED)
+        return ex_abort_client(ex);
+    ex->client_close = false;
+    ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
+    return EX_WAIT;
+}
+
+static uint64_t ex_min_limit(uint64_t a, uint64_t b)
+{
+    return !a ? b : !b ? a : a < b ? a : b;
+}
+
+/* Starts the route's request steps, holding the body first when a step inspects it. */
+static enum ex_step ex_begin_steps(struct exchange *ex)
+{
+    uint64_t limit;
+    enum h1_body_kind kind = h1_request_body_kind(&ex->req);
+    if (kind == H1_BODY_NONE || !policy_wants_body(ex->route, &limit))
+        return ex_policy_step(ex);
+    limit = ex_min_limit(limit, ex->cfg->limits.max_body_bytes);
+    if (kind == H1_BODY_LENGTH && (uint64_t)ex->req.content_length > limit) {
+        if (ex->route->waf.mode == WAF_BLOCK) /* an uninspected body must not pass */
+            return ex_send_error(ex, 413);
+        ex->body_uninspected = true; /* detect mode: headers-only inspection */
+        return ex_policy_step(ex);
+    }
+    if (ex->req.expect_continue && ex->req.version_minor >= 1 &&
+        write(ex->c->io.fd, ex_continue_line, sizeof ex_continue_line - 1) < 0)
+        return ex_abort_client(ex); /* RFC 9110 §10.1.1: ask for the body we are about to read */
+    pump_init(&ex->hold_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)ex->req.content_length : 0,
+              false, NULL);
+    ex->hold_pump.sink = &ex->body_hold;
+    ex->hold_pump.limit = limit;
+    ex->state = EX_HOLD_BODY;
+    ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
+    return EX_AGAIN;
 }
 
 static enum ex_step ex_dispatch(struct exchange *ex)
@@ -995,12 +1139,7 @@ static enum ex_step ex_dispatch(struct exchange *ex)
     ex->route = route_match(ex->cfg, &ex->req);
     if (!ex->route)
         return ex_send_error(ex, 404);
-    switch (ex->route->action) {
-    case ROUTE_RESPOND: return ex_respond_route(ex);
-    case ROUTE_REDIRECT: return ex_redirect_route(ex);
-    case ROUTE_UPSTREAM: return ex_forward(ex);
-    }
-    return ex_send_error(ex, 500);
+    return ex_begin_steps(ex);
 }
 
 void exchange_start(struct client *c, struct http_msg *req)
@@ -1013,6 +1152,10 @@ void exchange_start(struct client *c, struct http_msg *req)
     if (ex_adopt_head(ex, req) < 0) {
         client_close(c);
         return;
+    }
+    if (ex->cfg->n_trusted_proxies) {
+        policy_real_client(ex->cfg, &c->peer.sa, &ex->req, &ex->client_addr);
+        sock_format_ip((const struct sockaddr *)&ex->client_addr, ex->client_ip, sizeof ex->client_ip);
     }
     if (ex_dispatch(ex) == EX_AGAIN)
         ex_run(ex);

@@ -125,6 +125,15 @@ static void pump_advance(struct pump *p, struct buf *b, size_t n)
 static enum pump_status pump_write(struct pump *p, struct buf *b, int fd, bool *writable, bool *progress)
 {
     struct iovec iov[6];
+    if (p->sink) {
+        if (p->ready) {
+            sbuf_append(p->sink, buf_rptr(b), p->ready);
+            buf_consume(b, p->ready);
+            p->ready = 0;
+            *progress = true;
+        }
+        return p->sink->failed ? PUMP_NO_MEMORY : PUMP_BLOCKED;
+    }
     while (*writable) {
         int n = pump_iov(p, b, iov);
         if (n == 0)

@@ -47,6 +47,8 @@ struct pump {
     uint32_t prefix_off;
     uint64_t limit;             /* most body bytes allowed, 0 = no limit */
     struct sbuf *tap;           /* optional, not owned: receives a copy of LENGTH body bytes */
+    struct sbuf *sink;          /* optional, not owned: the decoded body goes here instead of
+                                   to a destination socket (a body held for inspection) */
     uint64_t body;              /* body bytes taken from the source (decoded) */
     uint64_t bytes_in;          /* bytes read from the source */
     uint64_t bytes_out;         /* bytes written to the destination (prefix included) */

@@ -1,5 +1,6 @@
 #include "proxy/runtime.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 static void runtime_free(struct runtime *rt)
@@ -17,6 +18,7 @@ static void runtime_free(struct runtime *rt)
     }
     free(rt->rings);
     free(rt->states);
+    policy_set_free(rt->policy);
     config_unref(rt->cfg);
     free(rt);
 }
@@ -42,15 +44,22 @@ static int runtime_fill(struct runtime *rt)
     return 0;
 }
 
-struct runtime *runtime_build(struct config *cfg, uint64_t generation)
+struct runtime *runtime_build(struct config *cfg, uint64_t generation, const struct runtime *prev,
+                              char *err, size_t cap)
 {
     struct runtime *rt = calloc(1, sizeof *rt);
+    snprintf(err, cap, "out of memory building the configuration");
     if (!rt)
         return NULL;
     atomic_init(&rt->refs, 1);
     rt->generation = generation;
     rt->cfg = config_ref(cfg);
     if (runtime_fill(rt) < 0) {
+        runtime_free(rt);
+        return NULL;
+    }
+    rt->policy = policy_set_build(cfg, prev ? prev->policy : NULL, err, cap);
+    if (!rt->policy) {
         runtime_free(rt);
         return NULL;
     }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "conf/config.h"
+#include "policy/policy.h"
 #include "proxy/balance.h"
 #include "proxy/server_state.h"
 
@@ -18,10 +19,14 @@ struct runtime {
     struct config *cfg;              /* a reference */
     struct balance_ring **rings;     /* per upstream, NULL unless balance: hash; owned */
     struct server_state ***states;   /* [upstream][server], one reference each */
+    struct policy_set *policy;       /* users files, JWT keys, WAF engines; owned */
 };
 
-/* Builds the runtime of CFG (takes a reference to CFG). NULL on allocation failure. */
-struct runtime *runtime_build(struct config *cfg, uint64_t generation);
+/* Builds the runtime of CFG (takes a reference to CFG); PREV, the runtime in use or NULL, lends
+ * what did not change (WAF engines). NULL with a message in ERR (CAP bytes): allocation failure,
+ * or a file the configuration names that cannot be loaded. */
+struct runtime *runtime_build(struct config *cfg, uint64_t generation, const struct runtime *prev,
+                              char *err, size_t cap);
 struct runtime *runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
 

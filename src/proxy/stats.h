@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "policy/policy.h"
+
 typedef _Atomic uint64_t stats_u64; /* the one typedef here: an owner-written counter */
 
 #define STATS_ADD(field, n) \
@@ -62,6 +64,7 @@ struct worker_stats {
     stats_u64 retry_budget_exhausted;
     stats_u64 ejections;
     stats_u64 connections_accepted;
+    struct policy_counters policy;            /* what the request steps refused */
 };
 
 int worker_stats_init(struct worker_stats *s);

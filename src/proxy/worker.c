@@ -25,6 +25,7 @@ int worker_group_init(struct worker_group *g, struct worker *workers, unsigned n
     g->workers = workers;
     g->n_workers = n;
     atomic_init(&g->max_connections, rt->cfg->limits.max_connections);
+    atomic_init(&g->accept_limit, rt->cfg->limits.max_connections + rt->cfg->limits.shed_connections);
     g->current = runtime_ref(rt);
     atomic_init(&g->generation, rt->generation);
     return pthread_mutex_init(&g->lock, NULL) == 0 ? 0 : -1;
@@ -37,6 +38,7 @@ void worker_group_publish(struct worker_group *g, struct runtime *rt)
     g->current = runtime_ref(rt);
     atomic_store(&g->generation, rt->generation);
     atomic_store(&g->max_connections, rt->cfg->limits.max_connections);
+    atomic_store(&g->accept_limit, rt->cfg->limits.max_connections + rt->cfg->limits.shed_connections);
     pthread_mutex_unlock(&g->lock);
     runtime_unref(old);
     for (unsigned i = 0; i < g->n_workers; i++)
@@ -200,10 +202,25 @@ static void worker_pause_listeners(struct worker *w, bool pause)
         worker_listener_enable(w, l, !pause);
 }
 
+static const char *worker_intern_address(struct worker *w, const char *address)
+{
+    for (struct worker_address *a = w->addresses; a; a = a->next)
+        if (strcmp(a->text, address) == 0)
+            return a->text;
+    size_t n = strlen(address) + 1;
+    struct worker_address *a = malloc(sizeof *a + n);
+    if (!a)
+        return NULL;
+    memcpy(a->text, address, n);
+    a->next = w->addresses;
+    w->addresses = a;
+    return a->text;
+}
+
 static int worker_add_listener(struct worker *w, int fd, const char *address)
 {
     struct worker_listener *l = calloc(1, sizeof *l);
-    if (!l || !(l->address = strdup(address))) {
+    if (!l || !(l->address = worker_intern_address(w, address))) {
         free(l);
         return -1;
     }
@@ -221,7 +238,6 @@ static int worker_add_listener(struct worker *w, int fd, const char *address)
 static void worker_free_listener_task(struct loop_task *task)
 {
     struct worker_listener *l = container_of(task, struct worker_listener, free_task);
-    free(l->address);
     free(l);
 }
 
@@ -232,6 +248,14 @@ static void worker_close_listener(struct worker *w, struct worker_listener *l)
     l->closed = true; /* an event for it may still wait in this batch */
     l->free_task.run = worker_free_listener_task;
     loop_defer(w->loop, &l->free_task);
+}
+
+const struct conf_listener *worker_find_listener(const struct config *cfg, const char *address)
+{
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (strcmp(cfg->listeners[i].address, address) == 0)
+            return &cfg->listeners[i];
+    return NULL;
 }
 
 static bool worker_config_has_listener(const struct config *cfg, const char *address)
@@ -280,7 +304,7 @@ static void worker_sync_listeners(struct worker *w, const struct config *cfg)
 static void worker_release_slot(struct worker *w)
 {
     struct worker_group *g = w->group;
-    if (atomic_fetch_sub(&g->connections, 1) < atomic_load(&g->max_connections))
+    if (atomic_fetch_sub(&g->connections, 1) < atomic_load(&g->accept_limit))
         return;
     for (unsigned i = 0; i < g->n_workers; i++)
         if (&g->workers[i] != w && g->workers[i].loop)
@@ -296,9 +320,11 @@ static void worker_on_accept(struct loop_io *io, uint32_t events)
     struct worker_group *g = w->group;
     if (l->closed)
         return;
+    const struct conf_listener *cl = worker_find_listener(worker_config(w), l->address);
     for (int i = 0; i < WORKER_ACCEPT_BATCH; i++) {
         /* Reserve a slot first, so that workers accepting at once cannot overshoot the limit. */
-        if (atomic_fetch_add(&g->connections, 1) >= atomic_load(&g->max_connections)) {
+        unsigned n = atomic_fetch_add(&g->connections, 1);
+        if (n >= atomic_load(&g->accept_limit)) {
             atomic_fetch_sub(&g->connections, 1);
             worker_pause_listeners(w, true); /* the kernel backlog holds the rest */
             return;
@@ -313,7 +339,14 @@ static void worker_on_accept(struct loop_io *io, uint32_t events)
             return;
         }
         STATS_ADD(w->stats.connections_accepted, 1);
-        client_accept(w, fd, (struct sockaddr *)&peer, len);
+        if (n >= atomic_load(&g->max_connections)) {
+            /* Overloaded: a quick 503 is kinder than a queue that times out (and cheaper). */
+            STATS_ADD(w->stats.policy.shed, 1);
+            client_shed(fd, 503);
+            worker_release_slot(w);
+            continue;
+        }
+        client_accept(w, l->address, cl, fd, (struct sockaddr *)&peer, len);
     }
 }
 
@@ -332,6 +365,8 @@ static void worker_on_flush(struct loop_timer *t)
 {
     struct worker *w = container_of(t, struct worker, flush_timer);
     accesslog_flush(&w->alog);
+    if (w->id == 0)
+        policy_housekeeping(loop_now(w->loop));
     loop_timer_after(w->loop, t, worker_config(w)->log.flush_interval_ms);
 }
 
@@ -399,7 +434,7 @@ static void worker_on_wake(void *arg)
     }
     if (atomic_load(&w->group->generation) != w->generation)
         worker_install(w);
-    if (w->accept_paused && atomic_load(&w->group->connections) < atomic_load(&w->group->max_connections))
+    if (w->accept_paused && atomic_load(&w->group->connections) < atomic_load(&w->group->accept_limit))
         worker_pause_listeners(w, false);
 }
 
@@ -430,6 +465,8 @@ int worker_init(struct worker *w, struct worker_group *group, unsigned id, const
     w->flush_timer.on_fire = worker_on_flush;
     w->drain_timer.on_fire = worker_on_drain_timeout;
     if (!w->loop || worker_stats_init(&w->stats) < 0 || accesslog_init(&w->alog, access_fd, format) < 0)
+        return -1;
+    if (!(w->policy = policy_worker_new(w->loop)))
         return -1;
     struct runtime *rt = worker_group_acquire(group);
     w->generation = rt->generation;
@@ -467,9 +504,15 @@ void worker_destroy(struct worker *w)
         struct worker_listener *l = w->listeners;
         w->listeners = l->next;
         close(l->io.fd);
-        free(l->address);
         free(l);
     }
+    while (w->addresses) {
+        struct worker_address *a = w->addresses;
+        w->addresses = a->next;
+        free(a);
+    }
+    policy_worker_free(w->policy);
+    w->policy = NULL;
     if (w->gen)
         worker_gen_release(w, w->gen); /* never started: nothing else holds it */
     w->gen = NULL;

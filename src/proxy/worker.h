@@ -24,10 +24,18 @@
 struct client;
 struct worker;
 
+/* A listener address, kept for the worker's life: client connections name their listener by it,
+ * and may outlive the listener itself (a reload that removed it). */
+struct worker_address {
+    struct worker_address *next;
+    char text[];
+};
+
 struct worker_listener {
     struct loop_io io;
     struct worker *w;
-    char *address;                   /* owned copy: the key listeners are matched by on reload */
+    const char *address;             /* interned (worker->addresses): the key listeners are
+                                        matched by on reload */
     struct worker_listener *next;
     struct loop_task free_task;      /* freed after the event batch that may still name it */
     bool paused;
@@ -41,6 +49,8 @@ struct worker_group {
     unsigned n_workers;
     atomic_uint connections;
     atomic_uint max_connections;
+    atomic_uint accept_limit;        /* max_connections + shed_connections: past it, accepting
+                                        pauses (between the two, connections are shed with 503) */
     pthread_mutex_t lock;            /* guards `current` (taken on publish and install only) */
     struct runtime *current;
     atomic_uint_least64_t generation;
@@ -73,6 +83,8 @@ struct worker {
     struct worker_gen *gen;          /* current generation */
     uint64_t generation;
     struct worker_listener *listeners;
+    struct worker_address *addresses; /* interned listener addresses clients point at */
+    struct policy_worker *policy;    /* Redis connection of cluster-wide limits */
     struct client *clients;          /* every open client connection (for drain) */
     uint32_t n_clients;
     uint32_t n_idle_clients;         /* between requests (gauge for metrics) */
@@ -102,6 +114,8 @@ void worker_request_stop(struct worker *w);
 void worker_join(struct worker *w);
 void worker_destroy(struct worker *w);
 
+/* CFG's listener at ADDRESS, or NULL. */
+const struct conf_listener *worker_find_listener(const struct config *cfg, const char *address);
 /* The configuration new exchanges on W use. */
 static inline const struct config *worker_config(const struct worker *w) { return w->gen->rt->cfg; }
 /* An exchange starts (takes the current generation) or ends (lets its generation go). */

@@ -586,6 +586,39 @@ UNIT_TEST(test_connection_upgrade)
     CHECK(str_is(m.upgrade, "websocket"));
 }
 
+/* RFC 9113 §3.1, RFC 9110 §7.8: offers the proxy must not honour leave m.upgrade empty, so no
+ * tunnel is requested and the (hop-by-hop) Upgrade field is not forwarded. */
+UNIT_TEST(test_upgrade_h2c_ignored)
+{
+    struct http_msg m;
+    CHECK(req(GET_HOST "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                       "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", &m) > 0);
+    CHECK(m.conn_upgrade);
+    CHECK_EQ_INT(m.upgrade.n, 0);
+    CHECK(req(GET_HOST "Connection: Upgrade\r\nUpgrade: websocket, H2C\r\n\r\n", &m) > 0);
+    CHECK_EQ_INT(m.upgrade.n, 0);
+    CHECK(req(GET_HOST "Connection: Upgrade\r\nUpgrade: h2c/1.0\r\n\r\n", &m) > 0);
+    CHECK_EQ_INT(m.upgrade.n, 0);
+    /* a name that merely starts with h2c is another protocol */
+    CHECK(req(GET_HOST "Connection: Upgrade\r\nUpgrade: h2cx\r\n\r\n", &m) > 0);
+    CHECK(str_is(m.upgrade, "h2cx"));
+}
+
+UNIT_TEST(test_upgrade_ignored_http10)
+{
+    struct http_msg m;
+    CHECK(req("GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", &m) > 0);
+    CHECK_EQ_INT(m.upgrade.n, 0);
+}
+
+UNIT_TEST(test_upgrade_kept_in_response)
+{
+    struct http_msg m;
+    CHECK(resp("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+               "Upgrade: websocket\r\n\r\n", &m) > 0);
+    CHECK(str_is(m.upgrade, "websocket"));
+}
+
 UNIT_TEST(test_expect_continue)
 {
     struct http_msg m;

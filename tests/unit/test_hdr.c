@@ -487,7 +487,42 @@ UNIT_TEST(test_resp_basic_length)
     struct hdr_response_ctx c = resp_ctx(&fwd_xff, HDR_FRAME_LENGTH, 5);
     struct sbuf out = { 0 };
     hdr_build_response(&out, &m, &c);
-    CHECK_HEAD(&out, "HTTP/1.1 200 OK\r\nServer: gunicorn\r\nX-A: 1\r\nContent-Length: 5\r\n\r\n");
+    /* the origin's Server never passes (server_header: off here) */
+    CHECK_HEAD(&out, "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 5\r\n\r\n");
+    sbuf_free(&out);
+}
+
+UNIT_TEST(test_resp_server_and_security_headers_replace_the_origins)
+{
+    struct http_msg m;
+    CHECK(parse_resp("HTTP/1.1 200 OK\r\nServer: gunicorn/20.1\r\nX-Frame-Options: ALLOW\r\n"
+                     "Content-Length: 0\r\n\r\n", &m) > 0);
+    struct conf_header_kv sec[] = { { "X-Frame-Options", "DENY" }, { "X-Content-Type-Options", "nosniff" } };
+    struct hdr_response_ctx c = resp_ctx(&fwd_none, HDR_FRAME_LENGTH, 0);
+    c.security = sec;
+    c.n_security = 2;
+    c.server = STR_LIT("portero");
+    struct sbuf out = { 0 };
+    hdr_build_response(&out, &m, &c);
+    CHECK_HEAD(&out, "HTTP/1.1 200 OK\r\nX-Frame-Options: DENY\r\nX-Content-Type-Options: nosniff\r\n"
+                     "Server: portero\r\nContent-Length: 0\r\n\r\n");
+    sbuf_free(&out);
+}
+
+UNIT_TEST(test_req_policy_headers_replace_the_clients)
+{
+    struct http_msg m;
+    CHECK(parse_req("GET / HTTP/1.1\r\nHost: h\r\nX-User: admin\r\nX-Role: root\r\n\r\n", &m) > 0);
+    struct hdr_request_ctx c = req_ctx(&fwd_none, "/");
+    const char *names[] = { "X-User", "X-Role" };
+    char alice[] = "alice";
+    char *values[] = { alice, NULL }; /* a claim the token did not carry: only dropped */
+    c.set_name = names;
+    c.set_value = values;
+    c.n_set = 2;
+    struct sbuf out = { 0 };
+    hdr_build_request(&out, &m, &c);
+    CHECK_HEAD(&out, "GET / HTTP/1.1\r\nHost: h\r\nX-User: alice\r\n\r\n");
     sbuf_free(&out);
 }
 
