@@ -9,6 +9,10 @@ backend.  Scenarios:
   1m     wrk -t1 -c8  --latency, GET /1m (1 MiB), keep-alive
   close  wrk -t1 -c50 --latency -H 'Connection: close', GET /small
   idle   N idle keep-alive client connections (default 10,000): RSS growth
+  protect  the request steps of issue 6 (allow/deny, rate limit, WAF): the
+         small scenario with a browser's request headers against portero
+         with no steps, allow/deny, + a rate limit, + the WAF (and nginx
+         with no steps and with allow/deny + limit_req), 5 s per run
 
 For the wrk scenarios the proxy's CPU time (utime+stime of all its processes
 and threads, from /proc/PID/stat) over the run is divided by the number of
@@ -56,6 +60,61 @@ WRK_SCENARIOS = (
      "One connection per request (GET /small, wrk -t1 -c50 -H 'Connection: close')"),
 )
 IDLE_TITLE = "Idle keep-alive client connections (RSS growth per connection)"
+SCENARIOS = ("small", "1m", "close", "idle", "protect")
+
+# The "protect" scenario: what the request steps of issue 6 cost per request.
+# A browser's headers, not wrk's bare request: the CRS scores a numeric Host
+# (rule 920350), and real traffic carries these headers for the WAF to inspect.
+PROTECT_HEADERS = (
+    ("Host", "bench.local"),
+    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0"),
+    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    ("Accept-Language", "en-US,en;q=0.5"),
+    ("Accept-Encoding", "gzip, deflate"),
+)
+PROTECT_TITLE = ("Cost of the protection steps (GET /small, 13 B, keep-alive, wrk -t1, "
+                 "browser request headers)")
+
+# Filled into the *_STEPS and RATE_LIMITS placeholders of portero.yaml.tmpl and
+# nginx.conf.tmpl.  The deny ranges never match 127.0.0.1, and the rate limit
+# is far above what one CPU can serve: every step runs and lets the request on.
+_ACL_LISTENER = '    deny: [10.0.0.0/8, 172.16.0.0/12, 192.0.2.0/24, "2001:db8::/32"]'
+_ACL_ROUTE = "    allow: [127.0.0.0/8]"
+_RL_TOP = ("rate_limits:\n"
+           "  bench: { rate: 10000000/s, burst: 10000000, key: client_ip }")
+_RL_ROUTE = "    rate_limit: bench"
+_WAF_ROUTE = "    waf: { mode: block, paranoia: 1 }"
+_NGINX_RL_HTTP = "    limit_req_zone $binary_remote_addr zone=bench:1m rate=10000000r/s;"
+# nginx reads allow/deny in order, first match wins: the listener's deny list,
+# then the route's allow list and its implicit "everyone else is refused".
+_NGINX_ACL_RL_LOCATION = "\n".join("            " + line for line in (
+    "deny 10.0.0.0/8;", "deny 172.16.0.0/12;", "deny 192.0.2.0/24;", "deny 2001:db8::/32;",
+    "allow 127.0.0.0/8;", "deny all;", "limit_req zone=bench burst=10000000 nodelay;"))
+
+# candidate, key, label, wrk connections, placeholder values.  The WAF costs
+# ~100x a plain request: 8 connections keep the proxy CPU just as busy, and
+# the requests still in flight when wrk stops (CPU spent, not counted as done)
+# weigh 6x less than with 50.
+PROTECT_VARIANTS = (
+    ("portero", "plain", "no steps", 50, {}),
+    ("portero", "acl", "allow/deny", 50,
+     {"LISTENER_STEPS": _ACL_LISTENER, "ROUTE_STEPS": _ACL_ROUTE}),
+    ("portero", "acl_rl", "allow/deny + rate limit", 50,
+     {"LISTENER_STEPS": _ACL_LISTENER, "RATE_LIMITS": _RL_TOP,
+      "ROUTE_STEPS": _ACL_ROUTE + "\n" + _RL_ROUTE}),
+    ("portero", "acl_rl_waf", "allow/deny + rate limit + WAF", 8,
+     {"LISTENER_STEPS": _ACL_LISTENER, "RATE_LIMITS": _RL_TOP,
+      "ROUTE_STEPS": "\n".join((_ACL_ROUTE, _RL_ROUTE, _WAF_ROUTE))}),
+    ("nginx", "nginx_plain", "no steps", 50, {}),
+    ("nginx", "nginx_acl_rl", "allow/deny + limit_req", 50,
+     {"HTTP_STEPS": _NGINX_RL_HTTP, "LOCATION_STEPS": _NGINX_ACL_RL_LOCATION}),
+)
+PROTECT_STEPS = ("RATE_LIMITS", "LISTENER_STEPS", "ROUTE_STEPS", "HTTP_STEPS", "LOCATION_STEPS")
+# What nginx writes to its error log when allow/deny or limit_req refuses.
+NGINX_REFUSALS = (b"access forbidden by rule", b"limiting requests")
+# portero's counters of refused (or WAF-flagged) requests, from /metrics.
+PORTERO_REFUSALS = ("portero_acl_denied_total", "portero_rate_limited_total",
+                    "portero_waf_blocked_total", "portero_waf_detected_total")
 
 # Targets of issue 2, item 13: portero's CPU per request relative to the
 # better (lower) of nginx and HAProxy, and an absolute idle-memory bound.
@@ -177,15 +236,15 @@ def tree(pid):
     return [pid] + descendants(pid)
 
 
-def cpu_ticks(pids):
-    """utime+stime (clock ticks) summed over processes; covers all threads."""
+def cpu_ticks(pids, user_only=False):
+    """utime+stime (or utime alone) in clock ticks summed over processes; covers all threads."""
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             # fields[0] is field 3 (state); utime, stime are fields 14, 15.
-            total += int(fields[11]) + int(fields[12])
+            total += int(fields[11]) + (0 if user_only else int(fields[12]))
         except (OSError, IndexError, ValueError):
             pass
     return total
@@ -227,6 +286,7 @@ class CpuWatch:
         a = env.args
         self.p0, self.l0 = cpu_stat(a.proxy_cpu), cpu_stat(a.load_cpu)
         self.c0, self.b0 = cpu_ticks(cand_pids), cpu_ticks(self.back_pids)
+        self.u0 = cpu_ticks(cand_pids, user_only=True)
         self.k0 = _children_ticks()
 
     def stop(self):
@@ -234,7 +294,8 @@ class CpuWatch:
         p1, l1 = cpu_stat(a.proxy_cpu), cpu_stat(a.load_cpu)
         cand = cpu_ticks(self.cand_pids) - self.c0
         ours_load = (cpu_ticks(self.back_pids) - self.b0) + (_children_ticks() - self.k0)
-        res = {"cand_ticks": cand}
+        res = {"cand_ticks": cand,
+               "cand_user_ticks": cpu_ticks(self.cand_pids, user_only=True) - self.u0}
         for key, (b0, t0), (b1, t1), ours in (("other_proxy_cpu", self.p0, p1, cand),
                                               ("other_load_cpu", self.l0, l1, ours_load)):
             total = t1 - t0
@@ -275,21 +336,21 @@ def wait_port(port, p, timeout=10.0):
     raise BenchError(f"not listening on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
-def http_get(port, path, timeout=5.0):
+def http_get(port, path, timeout=5.0, headers=(("Host", "bench.local"),)):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        c.request("GET", path, headers={"Host": "bench.local"})
+        c.request("GET", path, headers=dict(headers))
         r = c.getresponse()
         return r.status, r.read()
     finally:
         c.close()
 
 
-def check_works(port, large_body):
+def check_works(port, large_body, headers=(("Host", "bench.local"),)):
     """One request per path; raise BenchError unless both answers are right."""
     for path, want in (("/small", SMALL_BODY), ("/1m", large_body)):
         try:
-            status, body = http_get(port, path)
+            status, body = http_get(port, path, headers=headers)
         except (OSError, http.client.HTTPException) as e:
             raise BenchError(f"GET {path}: {type(e).__name__}: {e}")
         if status != 200:
@@ -305,6 +366,8 @@ def fill(template_name, out_path, values):
     with open(os.path.join(BENCH_DIR, template_name)) as f:
         text = f.read()
     for k, v in values.items():
+        if v == "":  # an empty step: its line goes, not just the word
+            text = re.sub(rf"^[ \t]*@{k}@[ \t]*\n", "", text, flags=re.M)
         text = text.replace(f"@{k}@", str(v))
     left = re.findall(r"@[A-Z_]+@", text)
     if left:
@@ -325,6 +388,7 @@ class Env:
         self.tmp = tmp
         self.procs = procs
         self.ports = set()
+        self.admin_port = None  # portero's admin API, set by start_candidate
         self.nofile = 20000
         self.user_line = "user root;" if os.geteuid() == 0 else ""
         self.backend_port = None
@@ -353,16 +417,21 @@ def start_backend(env):
     return p
 
 
-def candidate_argv(env, name, port):
+def candidate_argv(env, name, port, steps):
+    """STEPS: placeholder values of the protect scenario; the others are empty."""
     d = env.tmp
+    steps = {**{k: "" for k in PROTECT_STEPS}, **steps}
     if name == "portero":
-        conf = fill("portero.yaml.tmpl", os.path.join(d, "portero.yaml"),
-                    {"PORT": port, "BACKEND_PORT": env.backend_port})
+        env.admin_port = free_port(env.ports)
+        conf = fill("portero.yaml.tmpl", os.path.join(d, "portero.yaml"), {
+            "PORT": port, "BACKEND_PORT": env.backend_port, "ADMIN_PORT": env.admin_port,
+            **steps})
         return [env.args.portero, "-c", conf]
     if name == "nginx":
         conf = fill("nginx.conf.tmpl", os.path.join(d, "nginx.conf"), {
             "USER_LINE": env.user_line, "CPU_MASK": cpu_mask(env.args.proxy_cpu),
-            "NOFILE": env.nofile, "DIR": d, "PORT": port, "BACKEND_PORT": env.backend_port})
+            "NOFILE": env.nofile, "DIR": d, "PORT": port, "BACKEND_PORT": env.backend_port,
+            **steps})
         return [env.args.nginx, "-p", d, "-e", os.path.join(d, "nginx-error.log"),
                 "-c", conf, "-g", "daemon off;"]
     if name == "haproxy":
@@ -377,17 +446,17 @@ def candidate_binary(env, name):
             "haproxy": env.args.haproxy}[name]
 
 
-def start_candidate(env, name):
+def start_candidate(env, name, steps=None, headers=(("Host", "bench.local"),)):
     """Start a fresh instance; return (Popen, port). Raises BenchError."""
     binary = candidate_binary(env, name)
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         raise BenchError(f"{binary} not found")
     port = free_port(env.ports)
-    argv = candidate_argv(env, name, port)
+    argv = candidate_argv(env, name, port, steps or {})
     p = env.procs.start(name, argv, env.args.proxy_cpu, os.path.join(env.tmp, f"{name}.out"))
     try:
         wait_port(port, p)
-        check_works(port, env.large_body)
+        check_works(port, env.large_body, headers)
     except BenchError as e:
         env.procs.stop(p)
         raise BenchError(f"{e}; output: {tail(os.path.join(env.tmp, name + '.out'))}")
@@ -431,9 +500,8 @@ def parse_wrk(out):
     if m:
         errors += sum(int(x) for x in m.groups())
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    res["errors"] = errors
+    res["non2xx"] = int(m.group(1)) if m else 0
+    res["errors"] = errors + res["non2xx"]
     return res
 
 
@@ -457,18 +525,107 @@ def run_wrk(env, port, path, conns, extra, duration):
 
 
 def measure_wrk(env, p, port, scenario):
-    name, path, conns, extra, _ = scenario
+    _, path, conns, extra, _ = scenario
+    return measured_wrk(env, p, port, path, conns, extra, env.args.duration)
+
+
+def measured_wrk(env, p, port, path, conns, extra, duration):
+    """One wrk run with the candidate's CPU time per request."""
     if env.backend.poll() is not None:
         raise BenchError("the backend nginx died")
     watch = CpuWatch(env, tree(p.pid))
-    res = run_wrk(env, port, path, conns, extra, env.args.duration)
+    res = run_wrk(env, port, path, conns, extra, duration)
     res.update(watch.stop())
     if p.poll() is not None:
         raise BenchError(f"exited with status {p.returncode} during the run")
     res["cpu_s"] = res["cand_ticks"] / CLK_TCK
     res["cpu_us_per_req"] = (res["cpu_s"] * 1e6 / res["requests"]) if res["requests"] else None
+    res["user_us_per_req"] = (res["cand_user_ticks"] / CLK_TCK * 1e6 / res["requests"]
+                              if res["requests"] else None)
     res["valid"] = res["requests"] > 0 and res["errors"] <= MAX_ERROR_SHARE * res["requests"]
     return res
+
+
+# --------------------------------------------------------------------------
+# Protection steps.
+
+def wrk_headers(headers):
+    return [arg for name, value in headers for arg in ("-H", f"{name}: {value}")]
+
+
+def metrics_sum(port, families):
+    """Sum over all samples of the named counter families on portero's /metrics."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        text = r.read().decode("utf-8", "replace")
+    finally:
+        c.close()
+    if r.status != 200:
+        raise BenchError(f"admin API /metrics: status {r.status}")
+    total, seen = 0.0, set()
+    for line in text.splitlines():
+        m = re.fullmatch(r"([a-z_]+)(?:\{[^}]*\})?\s+(\S+)", line.strip())
+        if m and m.group(1) in families:
+            seen.add(m.group(1))
+            total += float(m.group(2))
+    missing = sorted(set(families) - seen)
+    if missing:
+        raise BenchError(f"admin API /metrics lacks {', '.join(missing)}")
+    return int(total)
+
+
+def refusals(env, name):
+    """Requests refused so far by the candidate's protection steps (or flagged by the WAF).
+
+    portero counts them per step on /metrics; nginx logs each refusal."""
+    if name == "portero":
+        try:
+            return metrics_sum(env.admin_port, PORTERO_REFUSALS)
+        except (OSError, http.client.HTTPException) as e:
+            raise BenchError(f"admin API /metrics: {type(e).__name__}: {e}")
+    try:
+        with open(os.path.join(env.tmp, "nginx-error.log"), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    return sum(data.count(s) for s in NGINX_REFUSALS)
+
+
+def run_protect_variant(env, variant, results, status):
+    """A fresh candidate with the variant's steps: warm-up, one measured run, stop."""
+    cand, key, label, conns, steps = variant
+    what = f"{cand} {label}"
+    try:
+        p, port = start_candidate(env, cand, steps, PROTECT_HEADERS)
+    except BenchError as e:
+        status[key].append(f"failed to start / not working: {e}")
+        log(f"{what}: failed to start / not working: {e}")
+        return
+    headers = wrk_headers(PROTECT_HEADERS)
+    try:
+        before = refusals(env, cand)
+        run_wrk(env, port, "/small", conns, headers, env.args.warmup)
+        r = measured_wrk(env, p, port, "/small", conns, headers, env.args.protect_duration)
+        r["conns"] = conns
+        r["refused"] = refusals(env, cand) - before
+        # Every request must have gone through every step: no refusal, no error status.
+        r["valid"] = r["valid"] and r["non2xx"] == 0 and r["refused"] == 0
+        results[key].append(r)
+        log(f"{what}: {r['rps']:.0f} req/s, p99 {fmt_ms(r['p99_ms'])}, "
+            f"{fmt(r['cpu_us_per_req'], 2)} us CPU/req ({fmt(r['user_us_per_req'], 2)} user), "
+            f"{r['requests']} reqs, {r['non2xx']} non-2xx, {r['refused']} refused, {r['errors']} errors"
+            f"{'' if r['valid'] else ' (INVALID)'}; other load "
+            f"{r['other_proxy_cpu']:.0%} on proxy CPU, {r['other_load_cpu']:.0%} on load CPU")
+    except (BenchError, OSError, ValueError) as e:
+        if not isinstance(e, BenchError):
+            e = f"{type(e).__name__}: {e}"
+        status[key].append(f"failed during the run: {e}")
+        log(f"{what}: failed during the run: {e}; output: {tail(os.path.join(env.tmp, cand + '.out'))}")
+    finally:
+        env.procs.stop(p)
+    time.sleep(0.3)
 
 
 # --------------------------------------------------------------------------
@@ -651,6 +808,92 @@ def summarize(results, candidates, scenarios):
     return summary
 
 
+def protect_variants(args):
+    if "protect" not in args.scenarios:
+        return []
+    return [v for v in PROTECT_VARIANTS if v[0] in args.candidates]
+
+
+def summarize_protect(results, variants):
+    """Medians per variant, and what each costs over the same proxy without steps
+    (the first variant of that proxy) and over the variant before it."""
+    out, base, prev = {}, {}, {}
+    for cand, key, label, conns, _ in variants:
+        runs = results[key]
+        cpu = median_of(runs, "cpu_us_per_req")
+        s = {"candidate": cand, "key": key, "label": label, "conns": conns,
+             "rps": median_of(runs, "rps"), "p99_ms": median_of(runs, "p99_ms"),
+             "cpu_us_per_req": cpu, "user_us_per_req": median_of(runs, "user_us_per_req"),
+             "cpu_min": min_max(runs, "cpu_us_per_req", min),
+             "cpu_max": min_max(runs, "cpu_us_per_req", max),
+             "other_proxy_cpu": median_of(runs, "other_proxy_cpu"),
+             "other_load_cpu": median_of(runs, "other_load_cpu"),
+             "runs": len(runs), "valid_runs": sum(1 for r in runs if r["valid"]),
+             "non2xx": sum(r["non2xx"] for r in runs), "refused": sum(r["refused"] for r in runs),
+             "errors": sum(r["errors"] for r in runs)}
+        b = base.setdefault(cand, s)
+        before = prev.get(cand)
+        s["base_key"] = b["key"]
+        s["added_us"] = difference(cpu, b["cpu_us_per_req"])
+        s["added_user_us"] = difference(s["user_us_per_req"], b["user_us_per_req"])
+        s["ratio"] = ratio(cpu, b["cpu_us_per_req"])
+        s["prev_key"] = before["key"] if before else None
+        s["step_us"] = difference(cpu, before["cpu_us_per_req"]) if before else None
+        prev[cand] = s
+        out[key] = s
+    return out
+
+
+def difference(a, b):
+    return None if a is None or b is None else a - b
+
+
+def fmt_signed(v, nd=2):
+    return "—" if v is None else f"{v:+,.{nd}f}"
+
+
+def protect_report(args, ps, pstatus):
+    L = [f"## {PROTECT_TITLE}", ""]
+    L.append(f"A fresh proxy per row and round, {args.protect_duration}s per run, wrk sending a "
+             f"browser's headers (Host, User-Agent, Accept, Accept-Language, Accept-Encoding). "
+             f"*added* = CPU µs/req minus that of the same proxy with no steps, *×* = the ratio; "
+             f"both from the medians of the rounds. *user* is the part spent in user space "
+             f"(utime), where the steps run: sampled at each clock tick, so ±10% or so. "
+             f"A run counts only if no request was refused "
+             f"or flagged by a step (portero's /metrics counters, nginx's error log) and none "
+             f"answered other than 2xx.")
+    L.append("")
+    L.append("| proxy | steps | wrk -c | req/s | p99 latency | CPU µs/req | CPU µs/req range "
+             "| added µs/req | × no steps | user µs/req (added) | valid runs | refused / non-2xx "
+             "| other load (proxy/load CPU) |")
+    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for s in ps.values():
+        head = f"| {DISPLAY[s['candidate']]} | {s['label']} | {s['conns']} |"
+        tail_ = f"{s['valid_runs']}/{s['runs']} | {s['refused']} / {s['non2xx']} |"
+        if s["cpu_us_per_req"] is None:
+            why = ("invalid (refusals or errors)" if s["runs"] else
+                   (pstatus[s["key"]][-1].split(":")[0] if pstatus[s["key"]] else "no result"))
+            L.append(f"{head} {why} | | | | | | | {tail_} |")
+            continue
+        L.append(f"{head} {fmt(s['rps'], 0)} | {fmt_ms(s['p99_ms'])} | "
+                 f"{fmt(s['cpu_us_per_req'], 2)} | {fmt(s['cpu_min'], 2)}–{fmt(s['cpu_max'], 2)} | "
+                 f"{fmt_signed(s['added_us'])} | {fmt_ratio(s['ratio'])} | "
+                 f"{fmt(s['user_us_per_req'], 2)} ({fmt_signed(s['added_user_us'])}) | {tail_} "
+                 f"{s['other_proxy_cpu']:.0%} / {s['other_load_cpu']:.0%} |")
+    L.append("")
+    for s in ps.values():
+        if s["prev_key"] is None:
+            continue
+        prev = ps[s["prev_key"]]
+        text = (f"- {DISPLAY[s['candidate']]}, {s['label']}: {fmt_signed(s['added_us'])} µs/req "
+                f"({fmt_ratio(s['ratio'])}, user {fmt_signed(s['added_user_us'])} µs) over no steps")
+        if s["prev_key"] != s["base_key"]:
+            text += f"; {fmt_signed(s['step_us'])} µs/req over {prev['label']}"
+        L.append(text)
+    L.append("")
+    return L
+
+
 def verdict(value, limit):
     if value is None or limit is None:
         return "pending (no portero result)" if value is None else "— (no peer result)"
@@ -666,8 +909,9 @@ def row_status(name, status, s):
     return "no result"
 
 
-def report(args, summary, status, started, elapsed):
+def report(args, summary, status, started, elapsed, psummary=None, pstatus=None):
     cands = args.candidates
+    psummary, pstatus = psummary or {}, pstatus or {}
     L = []
     L.append(f"# portero benchmark — {started:%Y-%m-%d %H:%M}")
     L.append("")
@@ -683,7 +927,9 @@ def report(args, summary, status, started, elapsed):
     L.append(f"Host: {platform.node()}, {cpu_model or platform.machine()}, "
              f"{os.cpu_count()} CPUs, Linux {platform.release()}. "
              f"Proxy on CPU {args.proxy_cpu} (one worker), backend nginx and wrk on CPU {args.load_cpu}. "
-             f"{args.rounds} round(s) of {args.duration}s per scenario, candidates alternated in "
+             f"{args.rounds} round(s) of {args.duration}s per scenario"
+             + (f" ({args.protect_duration}s per protect run)" if psummary else "")
+             + f", candidates alternated in "
              f"shuffled order, median reported; {args.idle_conns:,} idle connections. "
              f"Run took {elapsed / 60:.1f} min."
              + (f" Benchmark processes ran at nice {NICE}." if NICE else ""))
@@ -749,17 +995,25 @@ def report(args, summary, status, started, elapsed):
         targets.append(("Idle connections", f"≤ {IDLE_TARGET_KIB} KiB/conn",
                         verdict(mine, IDLE_TARGET_KIB) if mine is not None
                         else "pending (no portero result)"))
-    L.append("## Targets (issue 2, item 13)")
-    L.append("")
-    L.append("| scenario | target | portero |")
-    L.append("|---|---|---|")
-    for t in targets:
-        L.append(f"| {t[0]} | {t[1]} | {t[2]} |")
-    L.append("")
+    if psummary:
+        L.extend(protect_report(args, psummary, pstatus))
+    if targets:
+        L.append("## Targets (issue 2, item 13)")
+        L.append("")
+        L.append("| scenario | target | portero |")
+        L.append("|---|---|---|")
+        for t in targets:
+            L.append(f"| {t[0]} | {t[1]} | {t[2]} |")
+        L.append("")
     notes = [f"{DISPLAY[n]}: {msg}" for n in cands for msg in dict.fromkeys(status[n])]
+    notes += [f"{DISPLAY[s['candidate']]} with {s['label']}: {msg}"
+              for s in psummary.values() for msg in dict.fromkeys(pstatus[s['key']])]
     noisy = sorted({sc[0] for sc in WRK_SCENARIOS for n in cands if sc[0] in args.scenarios
                     and max(summary[n][sc[0]]["other_proxy_cpu"] or 0,
                             summary[n][sc[0]]["other_load_cpu"] or 0) > NOISY_SHARE})
+    if any(max(s["other_proxy_cpu"] or 0, s["other_load_cpu"] or 0) > NOISY_SHARE
+           for s in psummary.values()):
+        noisy.append("protect")
     if args.busy_before > NOISY_SHARE:
         notes.append(f"before the run, other processes kept the benchmark CPUs "
                      f"{args.busy_before:.0%} busy")
@@ -833,8 +1087,12 @@ def parse_args(argv):
                     help="idle connections (env BENCH_IDLE_CONNS, default 10000)")
     ap.add_argument("--candidates", default=os.environ.get("BENCH_CANDIDATES", ",".join(CANDIDATES)),
                     help="comma-separated subset of portero,nginx,haproxy")
-    ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS", "small,1m,close,idle"),
-                    help="comma-separated subset of small,1m,close,idle")
+    ap.add_argument("--scenarios", default=os.environ.get("BENCH_SCENARIOS",
+                                                          ",".join(SCENARIOS)),
+                    help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    ap.add_argument("--protect-duration", type=parse_duration, default=None,
+                    help="seconds per wrk run of the protect scenario "
+                         "(env BENCH_PROTECT_DURATION, default 5)")
     ap.add_argument("--portero", default=os.environ.get("PORTERO_BIN",
                                                         os.path.join(ROOT, "build", "portero")))
     ap.add_argument("--nginx", default="/usr/sbin/nginx")
@@ -846,6 +1104,8 @@ def parse_args(argv):
     a = ap.parse_args(argv)
     env = os.environ
     a.duration = a.duration or (2 if a.quick else parse_duration(env.get("BENCH_DURATION", "10")))
+    a.protect_duration = a.protect_duration or (
+        2 if a.quick else parse_duration(env.get("BENCH_PROTECT_DURATION", "5")))
     a.rounds = a.rounds or (1 if a.quick else int(env.get("BENCH_ROUNDS", "3")))
     a.idle_conns = a.idle_conns or (2000 if a.quick else int(env.get("BENCH_IDLE_CONNS", "10000")))
     a.warmup = 1
@@ -857,7 +1117,7 @@ def parse_args(argv):
         if c not in CANDIDATES:
             ap.error(f"unknown candidate {c!r}")
     for s in a.scenarios:
-        if s not in ("small", "1m", "close", "idle"):
+        if s not in SCENARIOS:
             ap.error(f"unknown scenario {s!r}")
     if a.rounds < 1 or a.idle_conns < 1:
         ap.error("rounds and idle connections must be positive")
@@ -924,10 +1184,15 @@ def main(argv):
     env.nofile = min(nofile, 65536)
     results = {n: {k: [] for k in ("small", "1m", "close", "idle")} for n in args.candidates}
     status = {n: [] for n in args.candidates}
+    variants = protect_variants(args)
+    protect = {v[1]: [] for v in variants}
+    protect_status = {v[1]: [] for v in variants}
+    compared = [s for s in args.scenarios if s != "protect"]
     interrupted = False
     try:
         log(f"temp dir {tmp}; candidates {', '.join(args.candidates)}; scenarios "
-            f"{', '.join(args.scenarios)}; {args.rounds} round(s) × {args.duration}s")
+            f"{', '.join(args.scenarios)}; {args.rounds} round(s) × {args.duration}s"
+            + (f" ({args.protect_duration}s per protect run)" if variants else ""))
         try:
             start_backend(env)
         except BenchError as e:
@@ -936,11 +1201,16 @@ def main(argv):
             return 1
         log(f"backend nginx on 127.0.0.1:{env.backend_port}")
         for rnd in range(args.rounds):
-            order = list(args.candidates)
+            order = list(args.candidates) if compared else []
             random.shuffle(order)
-            log(f"round {rnd + 1}/{args.rounds}: {', '.join(order)}")
+            steps = list(variants)
+            random.shuffle(steps)
+            log(f"round {rnd + 1}/{args.rounds}: "
+                + ", ".join(order + [f"{v[0]} {v[2]}" for v in steps]))
             for name in order:
                 run_candidate_round(env, name, results, status)
+            for v in steps:
+                run_protect_variant(env, v, protect, protect_status)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted; cleaning up")
@@ -955,7 +1225,8 @@ def main(argv):
 
     elapsed = time.monotonic() - t_start
     summary = summarize(results, args.candidates, args.scenarios)
-    text = report(args, summary, status, started, elapsed)
+    psummary = summarize_protect(protect, variants)
+    text = report(args, summary, status, started, elapsed, psummary, protect_status)
     print(text)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
@@ -966,7 +1237,9 @@ def main(argv):
                    "duration_s": args.duration, "rounds": args.rounds,
                    "idle_conns": args.idle_conns, "proxy_cpu": args.proxy_cpu,
                    "load_cpu": args.load_cpu, "summary": summary, "runs": results,
-                   "problems": status}, f, indent=1)
+                   "problems": status, "protect_duration_s": args.protect_duration,
+                   "protect_summary": psummary, "protect_runs": protect,
+                   "protect_problems": protect_status}, f, indent=1)
     log(f"wrote {args.output} and {raw}")
     return 0
 

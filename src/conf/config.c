@@ -1299,6 +1299,8 @@ static const struct conf_key conf_limits_keys[] = {
       .min = 1, .max = 65535 },
     { .name = "max_body_bytes", .type = CT_SIZE64,
       .off = offsetof(struct conf_limits, max_body_bytes), .min = 0, .max = UINT64_MAX },
+    { .name = "min_body_rate", .type = CT_SIZE64,
+      .off = offsetof(struct conf_limits, min_body_rate), .min = 0, .max = 1ULL << 40 },
     { .name = "shed_connections", .type = CT_U32,
       .off = offsetof(struct conf_limits, shed_connections), .min = 0, .max = 1000000 },
 };
@@ -2062,6 +2064,7 @@ static void conf_defaults(struct config *cfg, const char *path)
         .keepalive_timeout_ms = 75000, .send_timeout_ms = 60000, .tunnel_timeout_ms = 3600000,
         .drain_timeout_ms = 30000, .max_request_line = 8192, .max_header_bytes = 65536,
         .max_headers = 100, .max_body_bytes = 0, .shed_connections = 1024,
+        .min_body_rate = 256,
     };
     cfg->forwarding = (struct conf_forwarding){ .x_forwarded = true };
     cfg->admin_address = conf_xstrdup("127.0.0.1:9901");

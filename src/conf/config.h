@@ -40,6 +40,9 @@ struct conf_limits {
     uint32_t max_header_bytes;     /* 64KiB -> 431 (whole head incl. request line) */
     uint32_t max_headers;          /* 100 -> 431 */
     uint64_t max_body_bytes;       /* 0 = unlimited -> 413 */
+    uint64_t min_body_rate;        /* 256 bytes/s: a request body that keeps trickling (slow POST)
+                                      must average this once it has taken body_timeout; 0 = off
+                                      -> 408 */
     uint32_t shed_connections;     /* 1024: past max_connections, up to this many more are accepted
                                       only to be answered 503 and closed (0: stop accepting) */
 };

@@ -2,6 +2,7 @@
 #include "policy/jwt_priv.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,28 +91,144 @@ static bool jwt_json_tree_ok(const struct yaml_doc_node *node, unsigned depth)
 
 static bool jwt_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
+/* The lexical rules of RFC 8259 that YAML's reader does not apply, checked while DATA is copied
+ * for it: outside strings only JSON's structure, literals and numbers (no quotes of YAML's own,
+ * tags, anchors, comments, trailing commas, second documents); inside strings only JSON's
+ * escapes. The copy is never longer than DATA. */
+struct jwt_json_lex {
+    char *out;
+    size_t n;
+    char open[JWT_JSON_MAX_DEPTH + 1]; /* '{' or '[' of each container not yet closed */
+    size_t depth;
+    char last;                         /* the last byte outside strings but whitespace */
+    bool done;                         /* the top-level object closed */
+};
+
+static bool jwt_json_hex4(const char *s, size_t avail, unsigned *v)
+{
+    *v = 0;
+    for (size_t i = 0; i < 4; i++) {
+        char c = i < avail ? s[i] : '\0';
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return false;
+        *v = *v << 4 | (unsigned)d;
+    }
+    return true;
+}
+
+/* RFC 8259 §7: a \u escape at S (AVAIL bytes, S[0] == '\\', S[1] == 'u'). A character beyond
+ * U+FFFF is written as a surrogate pair (encoders that escape non-ASCII, e.g. Python's json,
+ * do so), which YAML refuses: the pair becomes YAML's \UXXXXXXXX. A lone surrogate is no
+ * character and has no UTF-8 form (RFC 7519 §7.2 step 10 wants valid UTF-8): refused. Returns
+ * the bytes read, 0 when malformed. */
+static size_t jwt_json_unicode(struct jwt_json_lex *lx, const char *s, size_t avail)
+{
+    unsigned hi, lo;
+    if (!jwt_json_hex4(s + 2, avail - 2, &hi) || (hi >= 0xDC00 && hi <= 0xDFFF))
+        return 0;
+    if (hi < 0xD800 || hi > 0xDBFF) {
+        memcpy(lx->out + lx->n, s, 6);
+        lx->n += 6;
+        return 6;
+    }
+    if (avail < 12 || s[6] != '\\' || s[7] != 'u' || !jwt_json_hex4(s + 8, avail - 8, &lo) ||
+        lo < 0xDC00 || lo > 0xDFFF)
+        return 0;
+    unsigned cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+    lx->n += (size_t)snprintf(lx->out + lx->n, 11, "\\U%08X", cp); /* 10 of the 12 bytes */
+    return 12;
+}
+
+/* The string whose opening quote is at DATA[I]: copied, escapes checked, raw control characters
+ * refused (RFC 8259 §7). Returns the index just past its closing quote, 0 when malformed. */
+static size_t jwt_json_string(struct jwt_json_lex *lx, const char *data, size_t len, size_t i)
+{
+    lx->out[lx->n++] = data[i++];
+    while (i < len && data[i] != '"') {
+        if ((unsigned char)data[i] < 0x20 || data[i] == 0x7f)
+            return 0;
+        if (data[i] != '\\') {
+            lx->out[lx->n++] = data[i++];
+            continue;
+        }
+        if (i + 1 < len && data[i + 1] == 'u') {
+            size_t used = jwt_json_unicode(lx, data + i, len - i);
+            if (!used)
+                return 0;
+            i += used;
+        } else if (i + 1 < len && strchr("\"\\/bfnrt", data[i + 1]) && data[i + 1] != '\0') {
+            lx->out[lx->n++] = data[i++];
+            lx->out[lx->n++] = data[i++];
+        } else {
+            return 0;
+        }
+    }
+    if (i == len)
+        return 0;
+    lx->out[lx->n++] = data[i];
+    return i + 1;
+}
+
+/* One byte outside strings (whitespace excepted). */
+static bool jwt_json_structural(struct jwt_json_lex *lx, char c)
+{
+    char top = lx->depth ? lx->open[lx->depth - 1] : '\0';
+    bool ok;
+    if (lx->done || (!lx->depth && c != '{'))
+        return false; /* one object, nothing before or after it */
+    if (c == '{' || c == '[') {
+        ok = lx->depth < JWT_JSON_MAX_DEPTH;
+        if (ok)
+            lx->open[lx->depth++] = c;
+    } else if (c == '}' || c == ']') {
+        ok = top == (c == '}' ? '{' : '[') && lx->last != ',' && lx->last != ':';
+        if (ok && --lx->depth == 0)
+            lx->done = true;
+    } else if (c == ':') {
+        ok = top == '{' && lx->last == '"';
+    } else if (c == ',') {
+        ok = lx->last != '{' && lx->last != '[' && lx->last != ',' && lx->last != ':';
+    } else {
+        ok = strchr("0123456789+-.eEtrufalsn", c) != NULL; /* numbers, true, false, null */
+    }
+    lx->last = c;
+    return ok;
+}
+
+/* Copies DATA into LX->out (LEN bytes) if it is lexically one JSON object; false if not. */
+static bool jwt_json_lex(struct jwt_json_lex *lx, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        char c = data[i];
+        if (((unsigned char)c < 0x20 && !jwt_json_space(c)) || c == 0x7f)
+            return false;
+        if (c == '"' && lx->depth && !lx->done) {
+            if (!(i = jwt_json_string(lx, data, len, i)))
+                return false;
+            lx->last = '"';
+            continue;
+        }
+        if (!jwt_json_space(c) && !jwt_json_structural(lx, c))
+            return false;
+        lx->out[lx->n++] = data[i++];
+    }
+    return lx->done;
+}
+
 struct yaml_doc_node *jwt_json_object(const char *data, size_t len)
 {
-    /* Outside whitespace, JSON has no control characters; an object is all there is. */
-    for (size_t i = 0; i < len; i++)
-        if (((unsigned char)data[i] < 0x20 && !jwt_json_space(data[i])) || data[i] == 0x7f)
-            return NULL;
-    size_t start = 0, end = len;
-    while (start < end && jwt_json_space(data[start]))
-        start++;
-    while (end > start && jwt_json_space(data[end - 1]))
-        end--;
-    if (end - start < 2 || data[start] != '{' || data[end - 1] != '}')
-        return NULL;
+    struct jwt_json_lex lx = { .out = malloc(len + 1) };
     struct yaml_doc_node *root = NULL;
     struct yaml_doc_error err;
-    if (yaml_doc_parse(data, len, &root, &err) < 0 || !root)
-        return NULL;
-    if (root->kind != YAML_DOC_MAPPING || !jwt_json_tree_ok(root, 0)) {
-        yaml_doc_free(root);
-        return NULL;
-    }
-    return root;
+    bool ok = lx.out && jwt_json_lex(&lx, data, len) &&
+              yaml_doc_parse(lx.out, lx.n, &root, &err) == 0 && root;
+    free(lx.out);
+    if (ok && root->kind == YAML_DOC_MAPPING && jwt_json_tree_ok(root, 0))
+        return root;
+    yaml_doc_free(root);
+    return NULL;
 }
 
 bool jwt_json_is_string(const struct yaml_doc_node *node)

@@ -365,24 +365,33 @@ static enum policy_result policy_step_acl(struct policy_run *run, const struct p
 
 /* --- step: rate limits ------------------------------------------------------------------------ */
 
-/* Key parts joined by '|': "192.0.2.7|api|KEY123". */
-static void policy_rate_key(const struct policy_req *rq, const struct conf_rate_limit *lim,
+/* Key parts, each prefixed by its length so that no two different lists of parts make the same
+ * key ("11:192.0.2.7|3:api"). False when a header part is absent: like a missing key in nginx's
+ * limit_req, the limit does not apply to that request (else every request without the header
+ * would share one bucket). */
+static bool policy_rate_key(const struct policy_req *rq, const struct conf_rate_limit *lim,
                             struct sbuf *key)
 {
     for (size_t i = 0; i < lim->n_key; i++) {
         const struct conf_rate_key *part = &lim->key[i];
+        struct str v;
+        if (part->kind == RATE_KEY_CLIENT_IP) {
+            v = str_make(rq->client_ip, strlen(rq->client_ip));
+        } else if (part->kind == RATE_KEY_ROUTE) {
+            v = str_make(rq->route->name, strlen(rq->route->name));
+        } else {
+            const struct str *h = policy_find_header(rq->req, part->header);
+            if (!h)
+                return false;
+            v = *h;
+        }
         if (i)
             sbuf_append(key, "|", 1);
-        if (part->kind == RATE_KEY_CLIENT_IP) {
-            sbuf_append_cstr(key, rq->client_ip);
-        } else if (part->kind == RATE_KEY_ROUTE) {
-            sbuf_append_cstr(key, rq->route->name);
-        } else {
-            const struct str *v = policy_find_header(rq->req, part->header);
-            if (v)
-                sbuf_append_str(key, *v);
-        }
+        sbuf_append_u64(key, v.n);
+        sbuf_append(key, ":", 1);
+        sbuf_append_str(key, v);
     }
+    return true;
 }
 
 static enum policy_result policy_rate_denied(struct policy_run *run, const struct policy_req *rq,
@@ -449,7 +458,10 @@ static enum policy_result policy_step_rate(struct policy_run *run, const struct 
             continue;
         }
         struct sbuf key = { 0 };
-        policy_rate_key(rq, lim, &key);
+        if (!policy_rate_key(rq, lim, &key)) {
+            sbuf_free(&key);
+            continue;
+        }
         if (lim->cluster) {
             res = policy_rate_cluster(run, rq, lim, &key);
         } else {

@@ -25,6 +25,7 @@ struct rl_entry {
      * a token costs per_ms units and every ms adds rate units (128 bits: burst * per_ms can
      * pass 2^64 with the largest values the config allows). */
     rl_u128 credit;
+    uint64_t per_ms;                /* buckets: the period CREDIT is counted in */
     uint64_t last_ms;               /* buckets: when CREDIT was last brought up to date */
     uint64_t full_ms;               /* buckets: when the bucket will be full again */
     uint32_t conns;                 /* conn counts: connections counted */
@@ -327,11 +328,23 @@ static uint64_t rl_add_sat(uint64_t a, rl_u128 b)
     return b >= UINT64_MAX - a ? UINT64_MAX : a + (uint64_t)b;
 }
 
+/* A reload wrote the rate over another period (1/m became 1/h): the tokens left stay the
+ * tokens left, so the credit moves to the new unit. No overflow: credit <= 2^30 * 2^35 and
+ * PER <= 2^35 (a year in ms). */
+static void rl_bucket_rescale(struct rl_entry *e, uint64_t per)
+{
+    if (e->per_ms == per)
+        return;
+    e->credit = e->per_ms ? e->credit * per / e->per_ms : 0;
+    e->per_ms = per;
+}
+
 /* Brings E up to NOW_MS under L's current rate and burst, then takes a token if it holds one. */
 static uint64_t rl_bucket_take(struct rl_entry *e, const struct conf_rate_limit *l, uint64_t now_ms)
 {
     uint64_t rate = rl_rate(l), per = rl_per(l);
     rl_u128 cap = rl_cap(l);
+    rl_bucket_rescale(e, per);
     if (e->credit > cap)
         e->credit = cap; /* the burst shrank in a reload */
     if (now_ms > e->last_ms) {
@@ -358,6 +371,7 @@ static struct rl_entry *rl_bucket_new(struct ratelimit_table *t, struct rl_shard
     struct rl_entry *e = rl_insert(s, k);
     if (e) {
         e->credit = rl_cap(l);
+        e->per_ms = rl_per(l);
         e->last_ms = now_ms;
     }
     return e;

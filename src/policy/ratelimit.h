@@ -4,10 +4,11 @@
  *
  * One table per process, made once and kept across config reloads: a bucket is found by its
  * limit's name and the request's key, so a reload that keeps a limit keeps its state (a changed
- * rate or burst applies from the next request on). The table is split into 64 shards, each with
- * its own mutex and hash table, so threads only meet when their keys land in the same shard;
- * nothing global is taken on the request path. Keys are hashed with SipHash-2-4 under a random
- * per-table key, so clients cannot aim their keys at one hash chain. */
+ * rate or burst applies from the next request on; a changed period keeps the tokens left). The
+ * table is split into 64 shards, each with its own mutex and hash table, so threads only meet
+ * when their keys land in the same shard; nothing global is taken on the request path. Keys
+ * are hashed with SipHash-2-4 under a random per-table key, so clients cannot aim their keys at
+ * one hash chain. */
 #ifndef PORTERO_POLICY_RATELIMIT_H
 #define PORTERO_POLICY_RATELIMIT_H
 

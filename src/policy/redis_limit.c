@@ -15,27 +15,35 @@
 
 #define RLIM_DEFAULT_TIMEOUT_MS 50
 
-/* The bucket, atomically: KEYS[1] a hash {c: credit, t: ms}; ARGV rate, per_ms, burst. Credit
- * is counted in 1/per_ms of a token, so refill is integer math: a token costs per_ms, a ms adds
- * rate. Lua's doubles hold integers exactly up to 2^53, so the bucket is capped there (only a
- * burst of millions over a period of months comes near). The clock is Redis's (TIME), so
- * instances with skewed clocks agree; replicate_commands lets Redis < 5 write after reading it
- * (HSET of two fields needs Redis >= 4). Returns 0 (token taken) or the ms until one is
- * available; the key expires a second after the bucket would be full again (a missing key is a
- * full bucket). */
+/* The bucket, atomically: KEYS[1] a hash {c: credit, t: ms, p: per_ms}; ARGV rate, per_ms,
+ * burst. Credit is counted in 1/per_ms of a token, so refill is integer math: a token costs
+ * per_ms, a ms adds rate. A bucket written under another period (a reload turned 1/m into 1/h)
+ * has its credit moved to the new unit, so the tokens left stay the same (a hash without p
+ * predates it: same period). Lua's doubles hold integers exactly up to 2^53, so the bucket is
+ * capped there (only a burst of millions over a period of months comes near). The clock is
+ * Redis's (TIME), so instances with skewed clocks agree; replicate_commands lets Redis < 5
+ * write after reading it (HSET of several fields needs Redis >= 4). Returns 0 (token taken) or
+ * the ms until one is available; the key expires a second after the bucket would be full again
+ * (a missing key is a full bucket). */
 static const char rlim_script[] =
     "if redis.replicate_commands then redis.replicate_commands() end\n"
     "local rate, per, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local cap = math.min(burst * per, 2^53)\n"
-    "local b = redis.call('HMGET', KEYS[1], 'c', 't')\n"
+    "local b = redis.call('HMGET', KEYS[1], 'c', 't', 'p')\n"
     "local credit, last = cap, now\n"
-    "if b[1] and b[2] then credit = math.min(cap, tonumber(b[1])); last = tonumber(b[2]) end\n"
+    "if b[1] and b[2] then\n"
+    "  credit, last = tonumber(b[1]), tonumber(b[2])\n"
+    "  local was = tonumber(b[3]) or per\n"
+    "  if was ~= per and was > 0 then credit = math.floor(credit / was * per) end\n"
+    "  credit = math.min(cap, credit)\n"
+    "end\n"
     "if now > last then credit = math.min(cap, credit + (now - last) * rate); last = now end\n"
     "if credit < per then return math.ceil((per - credit) / rate) end\n"
     "credit = credit - per\n"
-    "redis.call('HSET', KEYS[1], 'c', string.format('%d', credit), 't', string.format('%d', last))\n"
+    "redis.call('HSET', KEYS[1], 'c', string.format('%d', credit), 't', string.format('%d', last),\n"
+    "           'p', ARGV[2])\n"
     "redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil((cap - credit) / rate) + 1000))\n"
     "return 0\n";
 

@@ -168,13 +168,21 @@ static int waf_add_settings(RulesSet *rules, const struct conf_waf *conf, char *
 }
 
 /* Defaults of ours for CRS settings, loaded before crs-setup.conf so that an operator's setting
- * there wins: the CRS allows only GET HEAD POST OPTIONS, which would refuse every REST API. */
+ * there (rules 900200, 900220) wins, as the CRS sets its own only when the variable is unset:
+ * - methods: the CRS allows only GET HEAD POST OPTIONS, which would refuse every REST API;
+ * - request content types: the CRS 3.3 list leaves out application/octet-stream and
+ *   text/plain, so every binary or plain-text upload got a 403 (rule 920420). Such bodies have
+ *   no parser: the rules see them whole (REQUEST_BODY), not as arguments. */
 static int waf_add_defaults(RulesSet *rules, char *err, size_t cap)
 {
-    char text[256];
+    char text[768];
     snprintf(text, sizeof text,
              "SecAction \"id:%d,phase:1,pass,t:none,nolog,"
-             "setvar:'tx.allowed_methods=GET HEAD POST OPTIONS PUT PATCH DELETE'\"\n",
+             "setvar:'tx.allowed_methods=GET HEAD POST OPTIONS PUT PATCH DELETE',"
+             "setvar:'tx.allowed_request_content_type=|application/x-www-form-urlencoded| "
+             "|multipart/form-data| |multipart/related| |text/xml| |application/xml| "
+             "|application/soap+xml| |application/json| |application/cloudevents+json| "
+             "|application/cloudevents-batch+json| |application/octet-stream| |text/plain|'\"\n",
              WAF_ID_DEFAULTS);
     return waf_add_text(rules, "CRS defaults", text, err, cap);
 }
@@ -442,15 +450,17 @@ static void waf_feed_body(Transaction *t, const struct waf_engine *e,
     msc_process_request_body(t);
 }
 
-/* The logging phase, for a transaction in which some rule logged (RelevantOnly would write
- * nothing otherwise, so the others skip it). The JSON writer of libmodsecurity 3.0.9 formats
- * its time_stamp with ctime(), whose result and struct tm are static: entries written at once
- * from two threads race on them (helgrind shows it). Hence one lock for every engine. */
+/* The logging phase, for a transaction the WAF matched (blocked or detected). RelevantOnly
+ * would also write every transaction in which a rule merely warned below the anomaly threshold:
+ * with the CRS that is any request whose Host is an IP address (rule 920350), so health checks
+ * and clean traffic would fill the log, each entry taking the lock below. The JSON writer of
+ * libmodsecurity 3.0.9 formats its time_stamp with ctime(), whose result and struct tm are
+ * static: entries written at once from two threads race on them (helgrind shows it). Hence one
+ * lock for every engine. */
 static void waf_audit(Transaction *t, const struct waf_verdict *out)
 {
     /* The entry records the status the WAF chose, not what the client finally got. */
-    if (out->matched)
-        msc_update_status_code(t, out->status);
+    msc_update_status_code(t, out->status);
     pthread_mutex_lock(&waf_audit_lock);
     msc_process_logging(t);
     pthread_mutex_unlock(&waf_audit_lock);
@@ -475,7 +485,7 @@ int waf_inspect(struct waf_engine *e, const struct waf_request *req, struct waf_
         waf_feed_body(t, e, req);
         waf_check(t, &cap, out);
     }
-    if (e->audit && (out->matched || cap.have))
+    if (e->audit && out->matched)
         waf_audit(t, out);
     msc_transaction_cleanup(t);
     return 0;

@@ -22,6 +22,7 @@
 #define CLIENT_MAX_HEADERS_STACK 256
 
 static void client_read_head(struct client *c);
+static void client_linger_read(struct client *c);
 
 /* Keeps the worker's count of idle client connections (a metrics gauge) in step. */
 static void client_set_busy(struct client *c, bool busy)
@@ -53,6 +54,10 @@ static void client_resume_task(struct loop_task *task)
 static void client_on_timer(struct loop_timer *t)
 {
     struct client *c = container_of(t, struct client, timer);
+    if (c->lingering) {
+        client_close(c);
+        return;
+    }
     if (c->ex) {
         exchange_on_client_timeout(c->ex);
         return;
@@ -103,10 +108,50 @@ static void client_on_event(struct loop_io *io, uint32_t events)
         c->rdhup = true; /* an EOF waits behind the data: keep reading until it shows */
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->writable = true;
-    if (c->ex)
+    if (c->lingering)
+        client_linger_read(c);
+    else if (c->ex)
         exchange_on_client_event(c->ex, events);
     else if (c->readable)
         client_read_head(c);
+}
+
+/* Closing right after an answer while the client may still be sending (a body we refused, a
+ * pipelined request) makes the kernel reset the connection, and a reset can destroy the answer
+ * before the client has read it. So the answer is followed by our FIN, what still comes is read
+ * and dropped for a short while, and only then the socket closes (nginx's lingering close). */
+#define CLIENT_LINGER_MS 2000
+#define CLIENT_LINGER_MAX_BYTES (1u << 20)
+
+static void client_linger_read(struct client *c)
+{
+    char scratch[4096];
+    for (;;) {
+        ssize_t n = read(c->io.fd, scratch, sizeof scratch);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n < 0 && errno == EINTR)
+            continue;
+        c->linger_bytes += n > 0 ? (uint32_t)n : 0;
+        if (n <= 0 || c->linger_bytes > CLIENT_LINGER_MAX_BYTES) {
+            client_close(c);
+            return;
+        }
+    }
+}
+
+static void client_linger(struct client *c)
+{
+    if (c->rdhup || shutdown(c->io.fd, SHUT_WR) < 0) {
+        client_close(c); /* the client is done sending: nothing to wait for */
+        return;
+    }
+    c->lingering = true;
+    buf_put(c->in);
+    c->in = NULL;
+    loop_cancel(c->w->loop, &c->task);
+    loop_timer_after(c->w->loop, &c->timer, CLIENT_LINGER_MS);
+    client_linger_read(c);
 }
 
 /* Parses what C->in holds: starts an exchange, rejects, or returns 0 to read more. */
@@ -248,7 +293,7 @@ void client_exchange_done(struct client *c, bool keep_alive)
 {
     struct worker *w = c->w;
     if (!keep_alive || w->draining) {
-        client_close(c);
+        client_linger(c);
         return;
     }
     client_set_busy(c, false);
@@ -279,7 +324,7 @@ void client_drain(struct client *c)
 {
     /* Close only what is idle between requests. A connection not yet past its first request was
      * accepted for one that may be on the wire right now: serve it (with Connection: close). */
-    if (!c->ex && c->requests > 0 && !(c->in && buf_len(c->in)))
+    if (c->lingering || (!c->ex && c->requests > 0 && !(c->in && buf_len(c->in))))
         client_close(c);
 }
 

@@ -40,6 +40,8 @@ struct client {
     bool no_delay;                 /* TCP_NODELAY is set */
     bool proxy_pending;            /* a PROXY protocol header must come first */
     bool ip_counted;               /* counted against max_connections_per_ip until closed */
+    bool lingering;                /* answered and half-closed: dropping what the client still sends */
+    uint32_t linger_bytes;
 };
 
 /* Takes ownership of FD accepted by W's listener at address LISTENER (interned; CL its current

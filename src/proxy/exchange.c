@@ -12,6 +12,7 @@
 #include "core/sock.h"
 #include "http/h1.h"
 #include "http/hdr.h"
+#include "http/path.h"
 #include "policy/policy.h"
 #include "proxy/client.h"
 #include "proxy/pump.h"
@@ -46,6 +47,7 @@ struct exchange {
     struct policy_run policy;
     struct pump hold_pump;            /* EX_HOLD_BODY: the client's body into body_hold */
     struct sbuf body_hold;            /* the whole request body, held for inspection */
+    struct sbuf path_norm;            /* req.path when normalization changed it (path + query) */
     bool body_held;                   /* the body sits in body_hold: it goes upstream from there */
     bool body_uninspected;            /* too large to hold (detect mode): headers-only inspection */
     /* upstream side */
@@ -100,6 +102,7 @@ static void ex_release_memory(struct exchange *ex)
     sbuf_free(&ex->resp_head);
     sbuf_free(&ex->replay);
     sbuf_free(&ex->body_hold);
+    sbuf_free(&ex->path_norm);
     sbuf_free(&ex->policy.answer_headers);
     free(ex->resp_hdrs);
     free(ex->req_hdrs);
@@ -166,6 +169,8 @@ static struct exchange *ex_alloc(void)
     ex->resp_head = keep.resp_head;
     ex->replay = keep.replay;
     ex->body_hold = keep.body_hold;
+    ex->path_norm = keep.path_norm;
+    sbuf_reset(&ex->path_norm);
     ex->policy.answer_headers = keep.policy.answer_headers;
     sbuf_reset(&ex->body_hold);
     sbuf_reset(&ex->policy.answer_headers);
@@ -230,6 +235,8 @@ static void ex_log(struct exchange *ex)
     if (ex->server >= 0)
         snprintf(upstream, sizeof upstream, "%s", ex_server(ex)->address);
     uint64_t body_out = ex->req_pump.bytes_out > ex->up_head.len ? ex->req_pump.bytes_out - ex->up_head.len : 0;
+    if (ex->body_held)
+        body_out = ex->body_hold.len; /* it went out inside up_head */
     struct accesslog_entry e = {
         .client_ip = str_make(ex->client_ip, strlen(ex->client_ip)),
         .method = ex->req.method.n ? ex->req.method : STR_LIT("-"),
@@ -590,6 +597,16 @@ static enum ex_step ex_flush_interim(struct exchange *ex)
     return EX_WAIT;
 }
 
+/* A body that keeps trickling re-arms body_timeout forever (slow POST): once it has taken longer
+ * than body_timeout, its average rate since the head arrived must reach min_body_rate. */
+static bool ex_body_too_slow(const struct exchange *ex, uint64_t body)
+{
+    const struct conf_limits *lim = &ex->cfg->limits;
+    uint64_t elapsed = loop_now(ex->w->loop) - ex->t_start;
+    return lim->min_body_rate && elapsed > lim->body_timeout_ms &&
+           body < lim->min_body_rate * (elapsed / 1000);
+}
+
 static enum ex_step ex_pump_request(struct exchange *ex)
 {
     struct client *c = ex->c;
@@ -597,6 +614,10 @@ static enum ex_step ex_pump_request(struct exchange *ex)
         return EX_AGAIN;
     uint64_t before = ex->req_pump.bytes_out;
     enum pump_status s = pump_run(&ex->req_pump, &c->in, c->io.fd, &c->readable, ex->uc->io.fd, &ex->uc->writable);
+    if (s == PUMP_BLOCKED && !ex->resp_started && ex_body_too_slow(ex, ex->req_pump.body)) {
+        ex->client_close = true;
+        return ex_fail_upstream(ex, 408);
+    }
     if (ex->req_pump.bytes_out != before && !ex->resp_started)
         ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
     if (s == PUMP_DONE) {
@@ -1096,6 +1117,8 @@ static enum ex_step ex_hold_body_step(struct exchange *ex)
         return ex_send_error(ex, 400);
     if (s != PUMP_BLOCKED)
         return ex_abort_client(ex);
+    if (ex_body_too_slow(ex, ex->hold_pump.body))
+        return ex_send_error(ex, 408);
     ex->client_close = false;
     ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
     return EX_WAIT;
@@ -1132,10 +1155,32 @@ static enum ex_step ex_begin_steps(struct exchange *ex)
     return EX_AGAIN;
 }
 
+/* Routes match, and the backend receives, the normalized path (see http/path.h); the raw target
+ * stays for the log and the WAF. Returns -1 when the path climbs above the root. */
+static int ex_normalize_path(struct exchange *ex)
+{
+    struct str p = ex->req.path;
+    const char *q = p.n ? memchr(p.p, '?', p.n) : NULL;
+    size_t len = q ? (size_t)(q - p.p) : p.n;
+    if (!len || p.p[0] != '/' || !path_needs_normalize(p.p, len))
+        return 0;
+    sbuf_append(&ex->path_norm, p.p, p.n); /* room for the result, which is never longer */
+    if (ex->path_norm.failed)
+        return -1;
+    int n = path_normalize(p.p, len, ex->path_norm.p);
+    if (n < 0)
+        return -1;
+    memmove(ex->path_norm.p + n, p.p + len, p.n - len); /* the query, unchanged */
+    ex->req.path = str_make(ex->path_norm.p, (size_t)n + p.n - len);
+    return 0;
+}
+
 static enum ex_step ex_dispatch(struct exchange *ex)
 {
     if (ex->req.conn_close || ex->w->draining)
         ex->client_close = true;
+    if (ex_normalize_path(ex) < 0)
+        return ex_send_error(ex, 400);
     ex->route = route_match(ex->cfg, &ex->req);
     if (!ex->route)
         return ex_send_error(ex, 404);

@@ -178,14 +178,25 @@ def test_slowloris_headers(slow_env, tmp_path):
 
 def test_slow_post_body(slow_env, tmp_path):
     """R-U-Dead-Yet: complete heads, then a few body bytes every 4 s, longer than the 2 s
-    body_timeout (an idle timeout: a client trickling faster than it is only bounded by
-    max_connections)."""
+    body_timeout."""
     port, b, log = slow_env
     with Prober(port) as prober:
         rows = run_slowhttptest(tmp_path, port, "-B", interval=4)
     prober.check(min_count=10)
     check_cut(rows, log, "slow body")
     # none of the slow POSTs reached the backend complete (they were streamed, then cut)
+    assert [q["target"] for q in b.requests if q["method"] == "POST"] == []
+
+
+def test_slow_post_trickling_inside_the_timeout_is_cut_by_min_body_rate(slow_env, tmp_path):
+    """The same attack with a few bytes every second, inside the 2 s body_timeout: the idle timeout
+    never fires, but min_body_rate (default 256 B/s, judged once a body has taken longer than
+    body_timeout) does."""
+    port, b, log = slow_env
+    with Prober(port) as prober:
+        rows = run_slowhttptest(tmp_path, port, "-B", interval=1)
+    prober.check(min_count=10)
+    check_cut(rows, log, "trickling body")
     assert [q["target"] for q in b.requests if q["method"] == "POST"] == []
 
 

@@ -290,3 +290,64 @@ def test_error_pages_never_name_the_backend(make_portero):
     assert str(dead) not in r.text and "127.0.0.1" not in r.text
     assert r.headers["Server"] == "portero"
     assert all(str(dead) not in v for v in r.headers.values())
+
+
+# --- path normalization: no way around a route's controls ----------------------------------------------
+
+def test_dot_segments_and_double_slashes_cannot_dodge_a_route(make_portero, backend_factory):
+    b = backend_factory()
+    port = free_port()
+    routes = ("  - match: { path_prefix: /admin }\n    upstream: app\n    deny: [all]\n"
+              "  - match: { path_prefix: / }\n    upstream: app\n")
+    make_portero(proxy_config(port, [b], routes=routes), ports=[port])
+    for target in (b"/public/../admin/x", b"//admin/x", b"/public/%2e%2e/admin", b"/./admin",
+                   b"/public/.%2E/admin?q=1"):
+        raw = _raw(port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _status(raw) == 403, target
+    assert b.request_count() == 0
+    # climbing above the root is refused outright
+    raw = _raw(port, b"GET /../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _status(raw) == 400
+    # what the backend receives is what the route matched, query untouched
+    raw = _raw(port, b"GET /a/./b//c/../d?x=/../y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _status(raw) == 200
+    assert _body_json(raw)["target"] == "/a/b/d?x=/../y"
+    assert b.request_count() == 1
+
+
+def test_refused_body_is_not_lost_to_a_reset(make_portero, backend_factory):
+    """A 413 sent while the client is still uploading is followed by a lingering close: the
+    client reads the whole answer even though it keeps sending after it."""
+    b = backend_factory()
+    port = free_port()
+    make_portero(proxy_config(port, [b], limits="{ max_body_bytes: 1KiB }"), ports=[port])
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
+        got = b""
+        sent = 0
+        s.setblocking(False)
+        while sent < 2000000 and b"\r\n\r\n" not in got:
+            try:
+                sent += s.send(b"x" * 65536)
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                got += s.recv(65536)
+            except BlockingIOError:
+                pass
+        s.setblocking(True)
+        s.settimeout(10)
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        s.close()
+    assert got.startswith(b"HTTP/1.1 413 ")
+    assert got.endswith(b"413 Content Too Large\n")
+    assert b.request_count() == 0

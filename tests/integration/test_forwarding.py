@@ -228,10 +228,10 @@ def test_response_headers_set_add_remove(rewriting):
     assert r.json()["backend"] == "origin"
 
 
-def test_route_without_rewrites_passes_server_header(rewriting):
+def test_route_without_rewrites_passes_origin_headers_but_not_server(rewriting):
     port, b = rewriting
     r = requests.get(url(port, "/plain"), timeout=15)
-    assert r.headers.get("Server") == "origin-test"
+    assert r.headers.get("Server") == "portero"  # server_header: the backend stays unnamed
     assert r.headers.get("X-Powered-By") == "test"
 
 

@@ -163,11 +163,11 @@ def _served(rc, timeout):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_max_connections(make_portero, backend_factory, workers):
-    """max_connections: 2 -> a third connection is not served until one of the first two
+    """max_connections: 2 without shedding -> a third connection is not served until one of the first two
     closes; then it is. The limit is per process, so it holds with two workers too."""
     b = backend_factory()
     port = start(make_portero, [b], workers=workers,
-                 limits="{ max_connections: 2, keepalive_timeout: 60s }")
+                 limits="{ max_connections: 2, shed_connections: 0, keepalive_timeout: 60s }")
     c1, c2 = RawConn(port, timeout=15), RawConn(port, timeout=15)
     try:
         for c in (c1, c2):
@@ -196,7 +196,7 @@ def test_max_connections(make_portero, backend_factory, workers):
 def test_max_connections_resumes_after_burst(make_portero, backend_factory):
     """Many short connections with max_connections: 2 are all eventually served."""
     b = backend_factory()
-    port = start(make_portero, [b], limits="{ max_connections: 2 }")
+    port = start(make_portero, [b], limits="{ max_connections: 2, shed_connections: 0 }")
     for i in range(20):
         r = requests.get(url(port, "/burst/%d" % i), headers={"Connection": "close"},
                          timeout=15)
