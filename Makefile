@@ -17,7 +17,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/unit/%)
 UNIT_SAN := $(UNIT_SRC:tests/unit/%.c=build/asan/unit/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
-FUZZ_SECONDS ?= 40
+FUZZ_SECONDS ?= 120
+FUZZ_TEST_SECONDS ?= 20
 
 .PHONY: all deps build asan run test unit unit-asan integration integration-asan fuzz bench clean
 
@@ -56,6 +57,13 @@ FUZZ_DEPS := src/http/h1.c src/core/str.c src/core/sbuf.c src/core/fdpass.c src/
 # Per-target extra sources: FUZZ_EXTRA_<target>.
 FUZZ_EXTRA_fuzz_proxyproto := src/http/proxyproto.c
 FUZZ_EXTRA_fuzz_jwt := src/policy/jwt.c src/policy/jwt_keys.c src/policy/jwt_claims.c src/policy/base64.c src/core/log.c
+FUZZ_EXTRA_fuzz_path := src/http/path.c
+FUZZ_EXTRA_fuzz_redirect := src/proxy/route.c
+FUZZ_EXTRA_fuzz_basic_auth := src/policy/basic_auth.c src/policy/base64.c
+FUZZ_EXTRA_fuzz_real_client := src/policy/policy.c src/policy/basic_auth.c src/policy/base64.c \
+    src/policy/fwdauth.c src/policy/jwt.c src/policy/jwt_keys.c src/policy/jwt_claims.c \
+    src/policy/ratelimit.c src/policy/redis_limit.c src/policy/waf.c src/core/log.c \
+    src/core/sock.c src/core/loop.c src/http/hdr.c src/http/msg.c
 .SECONDEXPANSION:
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS) $$(FUZZ_EXTRA_$$*)
 	@mkdir -p $(@D)
@@ -81,7 +89,7 @@ test: deps
 	$(MAKE) unit unit-asan
 	$(MAKE) integration
 	$(MAKE) integration-asan
-	$(MAKE) fuzz
+	$(MAKE) -j2 fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS)
 
 run: deps build
 	@scripts/run-demo.sh

@@ -92,9 +92,9 @@ _NGINX_ACL_RL_LOCATION = "\n".join("            " + line for line in (
     "allow 127.0.0.0/8;", "deny all;", "limit_req zone=bench burst=10000000 nodelay;"))
 
 # candidate, key, label, wrk connections, placeholder values.  The WAF costs
-# ~100x a plain request: 8 connections keep the proxy CPU just as busy, and
+# ~60x a plain request: 8 connections keep the proxy CPU just as busy, and
 # the requests still in flight when wrk stops (CPU spent, not counted as done)
-# weigh 6x less than with 50.
+# weigh 6x less than with 50 (50 x 1.3 ms would be ~1% of a 5 s run).
 PROTECT_VARIANTS = (
     ("portero", "plain", "no steps", 50, {}),
     ("portero", "acl", "allow/deny", 50,
@@ -848,6 +848,12 @@ def difference(a, b):
     return None if a is None or b is None else a - b
 
 
+def ranges_overlap(a, b):
+    if None in (a["cpu_min"], a["cpu_max"], b["cpu_min"], b["cpu_max"]):
+        return False
+    return a["cpu_min"] <= b["cpu_max"] and b["cpu_min"] <= a["cpu_max"]
+
+
 def fmt_signed(v, nd=2):
     return "—" if v is None else f"{v:+,.{nd}f}"
 
@@ -889,6 +895,8 @@ def protect_report(args, ps, pstatus):
                 f"({fmt_ratio(s['ratio'])}, user {fmt_signed(s['added_user_us'])} µs) over no steps")
         if s["prev_key"] != s["base_key"]:
             text += f"; {fmt_signed(s['step_us'])} µs/req over {prev['label']}"
+        if ranges_overlap(s, ps[s["base_key"]]):
+            text += " — within the run-to-run spread (the CPU µs/req ranges overlap)"
         L.append(text)
     L.append("")
     return L
@@ -927,11 +935,10 @@ def report(args, summary, status, started, elapsed, psummary=None, pstatus=None)
     L.append(f"Host: {platform.node()}, {cpu_model or platform.machine()}, "
              f"{os.cpu_count()} CPUs, Linux {platform.release()}. "
              f"Proxy on CPU {args.proxy_cpu} (one worker), backend nginx and wrk on CPU {args.load_cpu}. "
-             f"{args.rounds} round(s) of {args.duration}s per scenario"
-             + (f" ({args.protect_duration}s per protect run)" if psummary else "")
-             + f", candidates alternated in "
-             f"shuffled order, median reported; {args.idle_conns:,} idle connections. "
-             f"Run took {elapsed / 60:.1f} min."
+             f"{args.rounds} round(s) of " + ", ".join(run_lengths(args, psummary))
+             + ", candidates alternated in shuffled order, median reported"
+             + (f"; {args.idle_conns:,} idle connections" if "idle" in args.scenarios else "")
+             + f". Run took {elapsed / 60:.1f} min."
              + (f" Benchmark processes ran at nice {NICE}." if NICE else ""))
     L.append("")
     L.append(f"Versions: {versions(args)}.")
@@ -1028,6 +1035,15 @@ def report(args, summary, status, started, elapsed, psummary=None, pstatus=None)
             L.append(f"- {n}")
         L.append("")
     return "\n".join(L)
+
+
+def run_lengths(args, psummary):
+    out = []
+    if any(sc[0] in args.scenarios for sc in WRK_SCENARIOS):
+        out.append(f"{args.duration}s per wrk scenario")
+    if psummary:
+        out.append(f"{args.protect_duration}s per protect run")
+    return out or ["idle connections only"]
 
 
 def ratio_lines(summary, cands, key, metrics):
@@ -1236,7 +1252,8 @@ def main(argv):
         json.dump({"started": started.isoformat(timespec="seconds"),
                    "duration_s": args.duration, "rounds": args.rounds,
                    "idle_conns": args.idle_conns, "proxy_cpu": args.proxy_cpu,
-                   "load_cpu": args.load_cpu, "summary": summary, "runs": results,
+                   "load_cpu": args.load_cpu, "busy_before": args.busy_before,
+                   "summary": summary, "runs": results,
                    "problems": status, "protect_duration_s": args.protect_duration,
                    "protect_summary": psummary, "protect_runs": protect,
                    "protect_problems": protect_status}, f, indent=1)

@@ -1,5 +1,7 @@
 #include "http/hdr.h"
 
+#include <ctype.h>
+
 #include <string.h>
 #include <strings.h>
 
@@ -89,10 +91,25 @@ static void hdr_append_joined(struct sbuf *out, const struct http_msg *msg, cons
     sbuf_append(out, "\r\n", 2);
 }
 
+/* NAME equals WANT, case aside and with '_' taken for '-': CGI-style backends read X_User as
+ * X-User, so a client must not slip an identity header past us under the other spelling. */
+static bool hdr_same_identity(struct str name, const char *want)
+{
+    size_t n = strlen(want);
+    if (name.n != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char a = (char)tolower((unsigned char)name.p[i]), b = (char)tolower((unsigned char)want[i]);
+        if (a != b && !((a == '_' || a == '-') && (b == '_' || b == '-')))
+            return false;
+    }
+    return true;
+}
+
 static bool hdr_in_names(const char *const *names, size_t n, struct str name)
 {
     for (size_t i = 0; i < n; i++)
-        if (str_ieq_cstr(name, names[i]))
+        if (hdr_same_identity(name, names[i]))
             return true;
     return false;
 }

@@ -119,7 +119,10 @@ static void fwdauth_compose(struct fwdauth_w *w, const struct conf_auth *auth,
         fwdauth_put(w, "\r\n", 2);
     }
     fwdauth_put_header(w, "X-Forwarded-Method", req->method);
-    fwdauth_put_header(w, "X-Forwarded-Uri", req->target);
+    /* The path the route matched and the backend gets, not the target as sent: a service that
+     * judges "/public/../admin", "//admin" or "http://x/admin" by its text would let through a
+     * request the backend serves as "/admin". */
+    fwdauth_put_header(w, "X-Forwarded-Uri", req->path.n ? req->path : req->target);
     if (req->host.n)
         fwdauth_put_header(w, "X-Forwarded-Host", req->host);
     if (client_ip && *client_ip)

@@ -40,8 +40,9 @@ struct fwdauth_op;
 /* Sends GET auth->forward_path to auth->forward_addr with the client's request headers (all of
  * REQ's headers except hop-by-hop, framing, Host, Expect and X-Forwarded-*, or only those named
  * in auth->forward_request_headers when n_forward_request_headers > 0), plus X-Forwarded-Method,
- * X-Forwarded-Uri (REQ's request target as sent), X-Forwarded-Host (REQ's host) and
- * X-Forwarded-For (CLIENT_IP, may be NULL). Reads the answer's head, then reads and discards a
+ * X-Forwarded-Uri (REQ's path and query: origin-form, and normalized once the exchange has
+ * normalized REQ->path, see http/path.h — what the route matched and the backend receives),
+ * X-Forwarded-Host (REQ's host) and X-Forwarded-For (CLIENT_IP, may be NULL). Reads the answer's head, then reads and discards a
  * framed body of up to 64 KiB (a larger or close-delimited body just ends the connection); the
  * deadline auth->forward_timeout_ms (2 s if 0) covers connect and the whole answer.
  *

@@ -42,9 +42,11 @@ bool jwt_alg_allowed(const struct conf_auth *auth, enum jwt_alg alg);
 /* Members accepted in one JSON object. */
 #define JWT_JSON_MAX_MEMBERS 256
 
-/* Parses DATA[0..LEN) as a JSON object, refusing what JSON does not allow although YAML does
- * (unquoted strings and names, comments before the object) and objects with duplicate names.
- * Returns the tree (the caller frees it with yaml_doc_free) or NULL. */
+/* Parses DATA[0..LEN) as one JSON object (RFC 8259), refusing what YAML reads but JSON does
+ * not allow (unquoted or single-quoted strings and names, tags, anchors, comments, YAML's own
+ * escapes, trailing commas, raw control characters, more after the object) and objects with
+ * duplicate names. Every JSON escape is understood, surrogate pairs included. Returns the tree
+ * (the caller frees it with yaml_doc_free) or NULL. */
 struct yaml_doc_node *jwt_json_object(const char *data, size_t len);
 /* True when NODE is a JSON string (a quoted scalar). */
 bool jwt_json_is_string(const struct yaml_doc_node *node);

@@ -255,8 +255,8 @@ static bool policy_parse_hop(struct str s, struct sockaddr_storage *out)
             return false;
         *end = '\0';
         ip++;
-    } else if (strchr(ip, '.') && strchr(ip, ':')) {
-        *strchr(ip, ':') = '\0'; /* IPv4 with a port */
+    } else if (strchr(ip, '.') && strchr(ip, ':') && strchr(ip, ':') == strrchr(ip, ':')) {
+        *strchr(ip, ':') = '\0'; /* IPv4 with a port; IPv6 text has two colons or more */
     }
     memset(out, 0, sizeof *out);
     struct sockaddr_in *v4 = (struct sockaddr_in *)out;
@@ -265,11 +265,19 @@ static bool policy_parse_hop(struct str s, struct sockaddr_storage *out)
         v4->sin_family = AF_INET;
         return true;
     }
-    if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
+    if (inet_pton(AF_INET6, ip, &v6->sin6_addr) != 1)
+        return false;
+    if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+        /* ::ffff:a.b.c.d, a dual-stack proxy's view of an IPv4 client, is that IPv4 client */
+        struct in_addr a4;
+        memcpy(&a4, &v6->sin6_addr.s6_addr[12], 4);
+        memset(out, 0, sizeof *out);
+        v4->sin_family = AF_INET;
+        v4->sin_addr = a4;
         return true;
     }
-    return false;
+    v6->sin6_family = AF_INET6;
+    return true;
 }
 
 /* Walks every instance of the header right to left: the client is the first hop that is not a
@@ -580,6 +588,12 @@ static enum policy_result policy_forward_denied(struct policy_run *run, const st
         sbuf_append_cstr(&run->answer_headers, fa->location);
         sbuf_append(&run->answer_headers, "\r\n", 2);
         return policy_answer(run, s, "auth");
+    }
+    if (s == 401 && !(fa && fa->www_authenticate)) {
+        /* RFC 9110 §15.5.2: a 401 carries a challenge; the service gave none, so we do */
+        sbuf_append_cstr(&run->answer_headers, "WWW-Authenticate: Bearer realm=\"");
+        policy_quoted(&run->answer_headers, rq->route->auth.realm);
+        sbuf_append_cstr(&run->answer_headers, "\"\r\n");
     }
     if (s == 401 || s == 403)
         return policy_answer(run, s, "auth");

@@ -86,6 +86,20 @@ static void accesslog_escaped(struct sbuf *out, struct str s, bool json)
     }
 }
 
+/* The CLF user field is space-delimited: a space in a user name is written \x20. */
+static void accesslog_clf_user(struct sbuf *out, struct str user)
+{
+    size_t start = 0;
+    for (size_t i = 0; i <= user.n; i++) {
+        if (i < user.n && user.p[i] != ' ')
+            continue;
+        accesslog_escaped(out, str_make(user.p + start, i - start), false);
+        if (i < user.n)
+            sbuf_append_cstr(out, "\\x20");
+        start = i + 1;
+    }
+}
+
 static void accesslog_ms(struct sbuf *out, uint64_t ms)
 {
     char tmp[32];
@@ -97,7 +111,9 @@ static void accesslog_ms(struct sbuf *out, uint64_t ms)
 static void accesslog_text(struct accesslog *log, struct sbuf *o, const struct accesslog_entry *e)
 {
     sbuf_append_str(o, e->client_ip);
-    sbuf_append_cstr(o, " - - [");
+    sbuf_append_cstr(o, " - ");
+    accesslog_clf_user(o, e->user.n ? e->user : STR_LIT("-"));
+    sbuf_append_cstr(o, " [");
     sbuf_append_cstr(o, log->clf_time);
     sbuf_append_cstr(o, "] \"");
     accesslog_escaped(o, e->method, false);
@@ -165,6 +181,7 @@ static void accesslog_json(struct accesslog *log, struct sbuf *o, const struct a
     accesslog_json_str(o, ",\"route\":", e->route, true);
     accesslog_json_str(o, ",\"user_agent\":", e->user_agent, false);
     accesslog_json_str(o, ",\"referer\":", e->referer, false);
+    accesslog_json_str(o, ",\"user\":", e->user, true);
     sbuf_append_cstr(o, "}\n");
 }
 

@@ -39,6 +39,7 @@ struct accesslog_entry {
     struct str route;       /* empty if none */
     struct str user_agent;
     struct str referer;
+    struct str user;        /* authenticated user (Basic) or subject (JWT), empty if none */
 };
 
 int accesslog_init(struct accesslog *log, int fd, enum log_format format);

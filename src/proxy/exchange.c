@@ -251,6 +251,7 @@ static void ex_log(struct exchange *ex)
         .route = ex->route ? str_make(ex->route->name, strlen(ex->route->name)) : STR_LIT(""),
         .user_agent = ua ? ua->value : STR_LIT(""),
         .referer = ref ? ref->value : STR_LIT(""),
+        .user = str_make(ex->policy.user, strlen(ex->policy.user)),
     };
     accesslog_write(&ex->w->alog, &e);
     ex_count(ex, e.bytes_in, e.total_ms);
@@ -298,16 +299,22 @@ static void ex_arm_client_timer(struct exchange *ex, uint64_t ms)
 
 /* --- local answers -------------------------------------------------------------------------- */
 
+/* The request body is not (all) read: answering now means closing after (RFC 9112 §9.6). */
+static bool ex_body_unread(const struct exchange *ex)
+{
+    if (ex->req_pump.in_kind != H1_BODY_NONE)
+        return !ex->req_done;
+    return h1_request_body_kind(&ex->req) != H1_BODY_NONE && !ex->body_held;
+}
+
+
 /* Starts writing a complete answer composed by us: RESP_HEAD holds head and body. */
 static enum ex_step ex_send_local(struct exchange *ex, int status)
 {
     ex->status = status;
     ex->resp_started = true;
-    bool unread = ex->req_pump.in_kind != H1_BODY_NONE
-                      ? !ex->req_done
-                      : h1_request_body_kind(&ex->req) != H1_BODY_NONE && !ex->body_held;
-    if (unread)
-        ex->client_close = true; /* the unread body would be taken for the next request */
+    if (ex_body_unread(ex))
+        ex->client_close = true;
     pump_init(&ex->resp_pump, H1_BODY_NONE, 0, false, &ex->resp_head);
     ex->resp_pump.prefix_off = ex->resp_head_off;
     ex->state = EX_LOCAL;
@@ -317,6 +324,9 @@ static enum ex_step ex_send_local(struct exchange *ex, int status)
 static void ex_local_head(struct exchange *ex, int status, size_t body_len)
 {
     struct sbuf *h = &ex->resp_head;
+    if (ex_body_unread(ex))
+        ex->client_close = true; /* say so in this head: the unread body would be taken for the
+                                    next request */
     sbuf_append_cstr(h, "HTTP/1.1 ");
     sbuf_append_u64(h, (uint64_t)status);
     sbuf_append(h, " ", 1);
@@ -1092,6 +1102,8 @@ static enum ex_step ex_policy_step(struct exchange *ex)
     };
     ex->policy.resume = ex_on_policy_resume;
     ex->state = EX_POLICY;
+    if (ex->policy.pending && ex->c->rdhup)
+        return ex_abort_client(ex); /* gone while a step waited: nothing goes upstream */
     switch (policy_run(&ex->policy, &rq)) {
     case POLICY_PASS: return ex_action(ex);
     case POLICY_ANSWER: return ex_send_answer(ex, ex->policy.status, &ex->policy.answer_headers);

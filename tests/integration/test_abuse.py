@@ -164,6 +164,7 @@ def check_cut(rows, log, what):
             what, access_statuses(log).count(408), rows[-3:])
 
 
+@pytest.mark.slow  # ~20 s of slowhttptest: run in the normal pass only
 def test_slowloris_headers(slow_env, tmp_path):
     port, b, log = slow_env
     with Prober(port) as prober:
@@ -176,6 +177,7 @@ def test_slowloris_headers(slow_env, tmp_path):
     assert len(others) <= SLOW_LENGTH + 10, "%d other requests upstream" % len(others)
 
 
+@pytest.mark.slow  # ~20 s of slowhttptest: run in the normal pass only
 def test_slow_post_body(slow_env, tmp_path):
     """R-U-Dead-Yet: complete heads, then a few body bytes every 4 s, longer than the 2 s
     body_timeout."""
@@ -188,6 +190,7 @@ def test_slow_post_body(slow_env, tmp_path):
     assert [q["target"] for q in b.requests if q["method"] == "POST"] == []
 
 
+@pytest.mark.slow  # ~20 s of slowhttptest: run in the normal pass only
 def test_slow_post_trickling_inside_the_timeout_is_cut_by_min_body_rate(slow_env, tmp_path):
     """The same attack with a few bytes every second, inside the 2 s body_timeout: the idle timeout
     never fires, but min_body_rate (default 256 B/s, judged once a body has taken longer than

@@ -123,7 +123,8 @@ def _basic_portero(make_portero, backend, tmp_path, users=None, admin_port=None)
               '    auth: { basic: { realm: "Staff", users_file: "%s" } }\n'
               '  - match: { path_prefix: / }\n    upstream: app\n') % users_path
     extra = 'admin: { address: "127.0.0.1:%d" }' % admin_port if admin_port else ""
-    p = make_portero(proxy_config(port, [backend], routes=routes, extra=extra), ports=[port])
+    ports = [port, admin_port] if admin_port else [port]
+    p = make_portero(proxy_config(port, [backend], routes=routes, extra=extra), ports=ports)
     return p, port, users_path
 
 
@@ -446,7 +447,7 @@ def test_jwks_selects_the_key_by_kid(make_portero, backend_factory, tmp_path, ke
 
 class AuthService:
     """A threaded HTTP auth service deciding by the Authorization header it is sent:
-    Bearer good -> 200 + X-User: alice; anon -> 200 without X-User; redirect -> 302 + Location;
+    Bearer good -> 200 + X-User: alice (but 403 for an X-Forwarded-Uri under /fwd/admin); anon -> 200 without X-User; redirect -> 302 + Location;
     forbidden -> 403; broken -> 500; hold -> waits until released (or 20 s), then 200;
     anything else -> 401 + WWW-Authenticate. Records each request's path and headers."""
 
@@ -470,6 +471,8 @@ class AuthService:
                 if auth == "Bearer hold":
                     service.release.wait(20)
                     auth = "Bearer good"
+                if self.headers.get("X-Forwarded-Uri", "").startswith("/fwd/admin"):
+                    auth = "Bearer forbidden" if auth == "Bearer good" else auth
                 answers = {
                     "Bearer good": (200, [("X-User", "alice"), ("X-Ignored", "1")], b""),
                     "Bearer anon": (200, [], b"ok"),
@@ -577,6 +580,32 @@ def test_forward_auth_request_carries_the_original_request(make_portero, backend
     assert "x-secret-header" not in names             # only request_headers are sent
     assert names.count("x-forwarded-uri") == 1 and names.count("x-forwarded-method") == 1
     assert "content-length" not in names and "transfer-encoding" not in names
+
+
+def test_forward_auth_judges_the_path_the_backend_serves(make_portero, backend_factory,
+                                                         auth_service):
+    """The service decides by X-Forwarded-Uri: it must be the path the backend will serve, not
+    a spelling of it the service cannot see through."""
+    b = backend_factory()
+    port = _fwd_portero(make_portero, b, _fwd_route("/fwd", "127.0.0.1:%d" % auth_service.port,
+                                                    extra=FWD_HEADERS))
+    assert _get(port, "/fwd/admin/panel", token="good").status_code == 403
+    sneaky = ["/fwd/public/../admin/panel", "/fwd/./admin/panel", "//fwd//admin/panel",
+              "/fwd/public/%2e%2e/admin/panel", "http://127.0.0.1:%d/fwd/admin/panel" % port]
+    for target in sneaky:
+        with RawConn(port) as c:
+            c.request("GET", target, headers=[("Authorization", "Bearer good")],
+                      host="127.0.0.1:%d" % port)
+            r = c.read_response()
+        assert r.status == 403, (target, r.status)
+        assert auth_service.requests[-1]["headers"]["X-Forwarded-Uri"] == "/fwd/admin/panel", target
+    assert b.request_count() == 0
+    with RawConn(port) as c:
+        c.request("GET", "/fwd/admin/../public?q=1", headers=[("Authorization", "Bearer good")])
+        r = c.read_response()
+    assert r.status == 200
+    assert auth_service.requests[-1]["headers"]["X-Forwarded-Uri"] == "/fwd/public?q=1"
+    assert [q["target"] for q in b.requests] == ["/fwd/public?q=1"]
 
 
 def test_forward_auth_default_sends_all_client_headers(make_portero, backend_factory, auth_service):

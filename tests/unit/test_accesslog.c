@@ -140,6 +140,19 @@ static bool json_line_ok(const char *s)
 
 /* ---------------------------------------------------------------------------------------- */
 
+UNIT_TEST(test_user_in_both_formats)
+{
+    struct accesslog_entry e = full_entry();
+    e.user = STR_LIT("ann smith");
+    time_t t0, t1;
+    char *line = one_line(LOG_FORMAT_TEXT, &e, &t0, &t1);
+    CHECK(line != NULL && strncmp(line, "127.0.0.1 - ann\\x20smith [", strlen("127.0.0.1 - ann\\x20smith [")) == 0);
+    free(line);
+    line = one_line(LOG_FORMAT_JSON, &e, &t0, &t1);
+    CHECK(line != NULL && strstr(line, ",\"user\":\"ann smith\"}") != NULL);
+    free(line);
+}
+
 UNIT_TEST(test_text_line_full)
 {
     struct accesslog_entry e = full_entry();
@@ -213,7 +226,8 @@ UNIT_TEST(test_json_line_full)
                        "\",\"client\":\"127.0.0.1\",\"method\":\"GET\",\"target\":\"/a?b=1\","
                        "\"protocol\":\"HTTP/1.1\",\"status\":200,\"bytes_in\":56,\"bytes_out\":1234,"
                        "\"duration_ms\":12,\"upstream\":\"10.0.0.1:9001\",\"upstream_ms\":5,"
-                       "\"route\":\"api\",\"user_agent\":\"curl/8.0\",\"referer\":\"https://ref.example/\"}\n",
+                       "\"route\":\"api\",\"user_agent\":\"curl/8.0\",\"referer\":\"https://ref.example/\","
+                       "\"user\":null}\n",
                        true, t0, t1));
     free(line);
 }

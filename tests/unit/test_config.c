@@ -716,7 +716,8 @@ UNIT_TEST(quickstart_example)
     if (c) {
         CHECK(c->n_listeners == 1 && strcmp(c->listeners[0].name, "web") == 0);
         CHECK(c->n_upstreams == 1 && c->upstreams[0].n_servers == 2);
-        CHECK(c->n_routes == 3);
+        CHECK(c->n_routes == 4);
+        CHECK(c->n_rate_limits == 1 && c->routes[3].n_rate_limits == 1);
     }
     config_unref(c);
     conf_errors_free(&errs);

@@ -352,9 +352,11 @@ UNIT_TEST(test_tampering)
     size_t n = strlen(tok);
     tok[n - 5] = tok[n - 5] == 'A' ? 'B' : 'A';
     CHECK_STR(verify(k, &a, tok), "bad signature");
-    /* A signature cut short. */
+    /* A signature cut short: refused as a short signature, or as base64 whose last character
+     * has stray low bits (which one depends on the random signature). */
     tok[n - 4] = '\0';
-    CHECK_STR(verify(k, &a, tok), "bad signature");
+    const char *why = verify(k, &a, tok);
+    CHECK(strcmp(why, "bad signature") == 0 || strcmp(why, "bad base64") == 0);
     jwt_keys_free(k);
 }
 
