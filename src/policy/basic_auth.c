@@ -105,6 +105,8 @@ static bool basic_auth_shacrypt_ok(const char *p, size_t hash_len)
 /* NULL when HASH is of a scheme we accept and well formed, else why not. */
 static const char *basic_auth_hash_problem(const char *h)
 {
+    if (strlen(h) >= BASIC_AUTH_MAX_HASH)
+        return "hash too long";
     if (!strncmp(h, "$2a$", 4) || !strncmp(h, "$2b$", 4) || !strncmp(h, "$2y$", 4))
         return basic_auth_bcrypt_ok(h) ? NULL : "malformed bcrypt hash (or cost above 17)";
     if (!strncmp(h, "$5$", 3))
@@ -336,23 +338,6 @@ static const struct basic_auth_user *basic_auth_find(const struct basic_auth *ba
     return bsearch(&key, ba->users, ba->n_users, sizeof *ba->users, basic_auth_user_cmp);
 }
 
-/* The slow path: hash PASSWORD with the user's salt (or, for an unknown user, the dummy's, so
- * the answer takes as long) and compare in constant time. */
-static bool basic_auth_verify(const struct basic_auth *ba, const char *name, const char *password)
-{
-    const struct basic_auth_user *u = basic_auth_find(ba, name);
-    const char *hash = u ? u->hash : ba->dummy_hash;
-    struct crypt_data *cd = calloc(1, sizeof *cd); /* 32 KiB: too big for a worker's stack */
-    if (!cd)
-        return false;
-    const char *out = crypt_rn(password, hash, cd, sizeof *cd);
-    size_t n = strlen(hash);
-    bool match = out && strlen(out) == n && CRYPTO_memcmp(out, hash, n) == 0;
-    OPENSSL_cleanse(cd, sizeof *cd);
-    free(cd);
-    return match && u != NULL;
-}
-
 /* RFC 7617 §2: credentials = "Basic" 1*SP token68, the scheme case-insensitive (RFC 9110
  * §11.1). Decodes into CRED (BASIC_AUTH_MAX_CREDENTIALS + 1 bytes); returns the length or -1. */
 static ssize_t basic_auth_decode(const char *value, size_t len, char *cred)
@@ -374,31 +359,88 @@ static ssize_t basic_auth_decode(const char *value, size_t len, char *cred)
     return n;
 }
 
-bool basic_auth_check(struct basic_auth *ba, const char *value, size_t len, char *user,
-                      size_t user_cap)
+/* Copies S into OUT (CAP bytes), cut to fit: a cut user name is an unknown one anyway (names
+ * are at most BASIC_AUTH_MAX_USER), and hashes are shorter than BASIC_AUTH_MAX_HASH. */
+static void basic_auth_copy(char *out, size_t cap, const char *s)
+{
+    size_t n = strnlen(s, cap - 1);
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+enum basic_auth_answer basic_auth_check_fast(struct basic_auth *ba, const char *value, size_t len,
+                                             char *user, size_t user_cap,
+                                             struct basic_auth_pending *p)
 {
     char cred[BASIC_AUTH_MAX_CREDENTIALS + 1];
     if (!ba || !value)
-        return false;
+        return BASIC_AUTH_REFUSED;
     ssize_t n = basic_auth_decode(value, len, cred);
     char *colon = n > 0 ? memchr(cred, ':', (size_t)n) : NULL;
-    if (!colon) {
-        OPENSSL_cleanse(cred, sizeof cred);
-        return false;
+    enum basic_auth_answer answer = BASIC_AUTH_REFUSED;
+    if (colon) {
+        /* The user-id ends at the first colon (RFC 7617 §2); "user\0password" feeds the digest. */
+        *colon = '\0';
+        cred[n] = '\0';
+        answer = basic_auth_digest(ba, cred, (size_t)n, p->digest) ? BASIC_AUTH_SLOW : BASIC_AUTH_REFUSED;
     }
-    /* The user-id ends at the first colon (RFC 7617 §2); "user\0password" feeds the digest. */
-    *colon = '\0';
-    cred[n] = '\0';
-    unsigned char digest[BASIC_AUTH_DIGEST];
-    bool ok = basic_auth_digest(ba, cred, (size_t)n, digest);
-    if (ok && !basic_auth_cache_hit(ba, digest)) {
-        ok = basic_auth_verify(ba, cred, colon + 1);
-        if (ok)
-            basic_auth_cache_put(ba, digest);
+    if (answer == BASIC_AUTH_SLOW && basic_auth_cache_hit(ba, p->digest)) {
+        answer = BASIC_AUTH_OK;
+        if (user && user_cap)
+            snprintf(user, user_cap, "%s", cred);
+    } else if (answer == BASIC_AUTH_SLOW) {
+        /* An unknown user is hashed against the dummy, so the answer takes as long. */
+        const struct basic_auth_user *u = basic_auth_find(ba, cred);
+        p->known = u != NULL;
+        basic_auth_copy(p->user, sizeof p->user, cred);
+        basic_auth_copy(p->password, sizeof p->password, colon + 1);
+        basic_auth_copy(p->hash, sizeof p->hash, u ? u->hash : ba->dummy_hash);
+        p->ok = false;
     }
-    if (ok && user && user_cap)
-        snprintf(user, user_cap, "%s", cred);
     OPENSSL_cleanse(cred, sizeof cred);
-    OPENSSL_cleanse(digest, sizeof digest);
+    return answer;
+}
+
+void basic_auth_check_slow(struct basic_auth_pending *p)
+{
+    const char *out = crypt_rn(p->password, p->hash, &p->work, sizeof p->work);
+    size_t n = strlen(p->hash);
+    bool match = out && strlen(out) == n && CRYPTO_memcmp(out, p->hash, n) == 0;
+    p->ok = match && p->known;
+    OPENSSL_cleanse(&p->work, sizeof p->work);
+}
+
+void basic_auth_pending_clear(struct basic_auth_pending *p)
+{
+    OPENSSL_cleanse(p->password, sizeof p->password);
+    OPENSSL_cleanse(p->digest, sizeof p->digest);
+}
+
+void basic_auth_remember(struct basic_auth *ba, struct basic_auth_pending *p, char *user,
+                         size_t user_cap)
+{
+    if (p->ok) {
+        basic_auth_cache_put(ba, p->digest);
+        if (user && user_cap)
+            snprintf(user, user_cap, "%s", p->user);
+    }
+    basic_auth_pending_clear(p);
+}
+
+bool basic_auth_check(struct basic_auth *ba, const char *value, size_t len, char *user,
+                      size_t user_cap)
+{
+    struct basic_auth_pending *p = calloc(1, sizeof *p); /* crypt's scratch is 32 KiB */
+    if (!p)
+        return false;
+    enum basic_auth_answer a = basic_auth_check_fast(ba, value, len, user, user_cap, p);
+    bool ok = a == BASIC_AUTH_OK;
+    if (a == BASIC_AUTH_SLOW) {
+        basic_auth_check_slow(p);
+        ok = p->ok;
+        basic_auth_remember(ba, p, user, user_cap);
+    }
+    basic_auth_pending_clear(p);
+    free(p);
     return ok;
 }

@@ -3,12 +3,15 @@
  * Only slow, salted hashes are accepted: bcrypt ($2a$, $2b$, $2y$) and SHA-crypt ($5$, $6$).
  * A bcrypt check costs tens of milliseconds by design, so credentials that verified are
  * remembered for a few minutes (as a keyed SHA-256, never the password itself) and repeated
- * requests are cheap. A check that misses that cache runs the hash on the calling thread. */
+ * requests are cheap. A check that misses that cache can run its hash on another thread:
+ * basic_auth_check_fast, then basic_auth_check_slow anywhere, then basic_auth_remember. */
 #ifndef PORTERO_POLICY_BASIC_AUTH_H
 #define PORTERO_POLICY_BASIC_AUTH_H
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#include <crypt.h>
 
 /* Longest user name a users file may hold, in bytes (longer names are refused at load). */
 #define BASIC_AUTH_MAX_USER 127
@@ -32,5 +35,33 @@ void basic_auth_free(struct basic_auth *ba);
  * users, so timing does not tell whether a user exists. */
 bool basic_auth_check(struct basic_auth *ba, const char *value, size_t len, char *user,
                       size_t user_cap);
+
+/* A check that missed the cache, carrying owned copies of all the slow hash needs (so it may
+ * run on another thread while the users table is reloaded). Secrets are wiped by
+ * basic_auth_remember or basic_auth_pending_clear. */
+#define BASIC_AUTH_MAX_HASH 160
+struct basic_auth_pending {
+    char user[BASIC_AUTH_MAX_USER + 1];
+    char password[1024 + 1];
+    char hash[BASIC_AUTH_MAX_HASH];  /* the user's, or a dummy's for an unknown user */
+    bool known;                      /* the user exists */
+    unsigned char digest[32];        /* cache key of these credentials */
+    bool ok;                         /* set by basic_auth_check_slow */
+    struct crypt_data work;          /* crypt_rn's scratch (32 KiB: too big for a stack) */
+};
+
+enum basic_auth_answer { BASIC_AUTH_REFUSED, BASIC_AUTH_OK, BASIC_AUTH_SLOW };
+/* The cheap part: malformed credentials are REFUSED, remembered ones OK (USER filled as with
+ * basic_auth_check); anything else is SLOW with *P filled. */
+enum basic_auth_answer basic_auth_check_fast(struct basic_auth *ba, const char *value, size_t len,
+                                             char *user, size_t user_cap,
+                                             struct basic_auth_pending *p);
+/* The hash and the constant-time comparison; sets P->ok. Any thread; touches only *P. */
+void basic_auth_check_slow(struct basic_auth_pending *p);
+/* After basic_auth_check_slow: remembers good credentials in BA, copies the user name to USER
+ * when P->ok, and wipes P. */
+void basic_auth_remember(struct basic_auth *ba, struct basic_auth_pending *p, char *user,
+                         size_t user_cap);
+void basic_auth_pending_clear(struct basic_auth_pending *p);
 
 #endif

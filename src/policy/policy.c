@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "core/log.h"
+#include "core/offload.h"
 #include "core/str.h"
 #include "policy/basic_auth.h"
 #include "policy/fwdauth.h"
@@ -170,7 +171,8 @@ void policy_housekeeping(uint64_t now_ms)
 
 struct policy_worker {
     struct loop *loop;
-    struct redis_limit *redis; /* made on first use */
+    struct redis_limit *redis;      /* made on first use */
+    struct offload_inbox *offload;  /* password hashes done off the loop; made on first use */
 };
 
 struct policy_worker *policy_worker_new(struct loop *loop)
@@ -187,6 +189,7 @@ void policy_worker_free(struct policy_worker *pw)
         return;
     if (pw->redis)
         redis_limit_free(pw->redis);
+    offload_inbox_free(pw->offload);
     free(pw);
 }
 
@@ -447,7 +450,7 @@ static enum policy_result policy_rate_cluster(struct policy_run *run, const stru
                                         policy_on_redis, run);
     if (!run->pending)
         return policy_redis_failed(run, rq);
-    run->pending_redis = true;
+    run->pending_kind = POLICY_WAIT_REDIS;
     return POLICY_PENDING;
 }
 
@@ -517,13 +520,73 @@ static enum policy_result policy_auth_failed(struct policy_run *run, const struc
     return policy_answer(run, 401, "auth");
 }
 
+/* A Basic check that missed the cache: the hash (tens of ms for bcrypt) runs on the offload
+ * pool, so that a stream of wrong passwords cannot stall the worker's loop. */
+struct policy_basic_job {
+    struct offload_job job;
+    struct policy_run *run;
+    struct basic_auth *ba;         /* held alive by the run's owner (its configuration) */
+    struct basic_auth_pending p;
+};
+
+static void policy_basic_work(struct offload_job *job)
+{
+    basic_auth_check_slow(&container_of(job, struct policy_basic_job, job)->p);
+}
+
+static void policy_basic_done(struct offload_job *job)
+{
+    struct policy_basic_job *b = container_of(job, struct policy_basic_job, job);
+    struct policy_run *run = b->run;
+    if (job->cancelled) {
+        basic_auth_pending_clear(&b->p);
+        free(b);
+        return;
+    }
+    basic_auth_remember(b->ba, &b->p, run->user, sizeof run->user);
+    run->pending = NULL;
+    run->async_done = true;
+    run->async_value = b->p.ok;
+    free(b);
+    run->resume(run);
+}
+
+static enum policy_result policy_basic_offload(struct policy_run *run, const struct policy_req *rq,
+                                               struct policy_basic_job *b)
+{
+    struct policy_worker *pw = rq->pw;
+    if (!pw->offload)
+        pw->offload = offload_inbox_new(pw->loop);
+    b->run = run;
+    b->ba = rq->set->basic[rq->route->index];
+    b->job.work = policy_basic_work;
+    b->job.done = policy_basic_done;
+    if (!pw->offload || offload_submit(pw->offload, &b->job) < 0) {
+        basic_auth_pending_clear(&b->p);
+        free(b);
+        log_warn("basic auth: password checks are saturated; answering 503");
+        return policy_answer(run, 503, "auth busy");
+    }
+    run->pending = &b->job;
+    run->pending_kind = POLICY_WAIT_HASH;
+    return POLICY_PENDING;
+}
+
 static enum policy_result policy_auth_basic(struct policy_run *run, const struct policy_req *rq)
 {
+    if (run->async_done) { /* the pool checked the password */
+        run->async_done = false;
+        return run->async_value ? POLICY_PASS : policy_auth_failed(run, rq, "Basic", NULL);
+    }
     const struct str *h = policy_find_header(rq->req, "authorization");
     struct basic_auth *ba = rq->set->basic[rq->route->index];
-    if (h && ba && basic_auth_check(ba, h->p, h->n, run->user, sizeof run->user))
-        return POLICY_PASS;
-    return policy_auth_failed(run, rq, "Basic", NULL);
+    struct policy_basic_job *b = h && ba ? calloc(1, sizeof *b) : NULL;
+    enum basic_auth_answer a =
+        b ? basic_auth_check_fast(ba, h->p, h->n, run->user, sizeof run->user, &b->p) : BASIC_AUTH_REFUSED;
+    if (a == BASIC_AUTH_SLOW)
+        return policy_basic_offload(run, rq, b);
+    free(b);
+    return a == BASIC_AUTH_OK ? POLICY_PASS : policy_auth_failed(run, rq, "Basic", NULL);
 }
 
 static enum policy_result policy_auth_jwt(struct policy_run *run, const struct policy_req *rq)
@@ -607,7 +670,7 @@ static enum policy_result policy_auth_forward(struct policy_run *run, const stru
         run->pending = fwdauth_start(rq->pw->loop, a, rq->req, rq->client_ip, policy_on_fwdauth, run);
         if (!run->pending)
             return policy_forward_denied(run, rq, NULL);
-        run->pending_redis = false;
+        run->pending_kind = POLICY_WAIT_FORWARD;
         return POLICY_PENDING;
     }
     run->async_done = false;
@@ -722,10 +785,12 @@ void policy_run_cancel(struct policy_run *run)
 {
     if (!run->pending)
         return;
-    if (run->pending_redis)
+    if (run->pending_kind == POLICY_WAIT_REDIS)
         redis_limit_cancel(run->pending);
-    else
+    else if (run->pending_kind == POLICY_WAIT_FORWARD)
         fwdauth_cancel(run->pending);
+    else
+        offload_cancel(run->pending); /* the job frees itself when the hash is done */
     run->pending = NULL;
 }
 

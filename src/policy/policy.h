@@ -75,8 +75,8 @@ struct policy_run {
     unsigned step;                   /* next step */
     unsigned sub;                    /* position inside the step (e.g. which rate limit) */
     void (*resume)(struct policy_run *run); /* set by the owner: a pending step finished */
-    void *pending;                   /* the step's operation in flight */
-    bool pending_redis;              /* PENDING is a Redis request (else forward-auth) */
+    void *pending;                   /* the step's operation in flight, of kind pending_kind */
+    enum { POLICY_WAIT_REDIS, POLICY_WAIT_FORWARD, POLICY_WAIT_HASH } pending_kind;
     bool async_done;                 /* the pending step answered: policy_run consumes it */
     int64_t async_value;
     struct fwdauth_result *forward;  /* the auth service's answer, owned */

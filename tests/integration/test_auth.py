@@ -204,6 +204,44 @@ def test_basic_cached_credentials_do_not_admit_a_wrong_password(make_portero, ba
     assert b.request_count() == 3
 
 
+def test_basic_password_hashing_does_not_stall_the_worker(make_portero, backend_factory, tmp_path):
+    """bcrypt at cost 13 (~0.5 s a check here) runs on the offload pool: with one worker busy
+    refusing a burst of wrong passwords, a plain route on that worker still answers at once, and
+    every wrong password still gets its 401."""
+    b = backend_factory()
+    users = tmp_path / "htpasswd"
+    users.write_text("dave:%s\n" % crypt.crypt("correct horse", crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 13)))
+    port = free_port()
+    routes = ('  - match: { path_prefix: /basic }\n    upstream: app\n'
+              '    auth: { basic: { realm: "Staff", users_file: "%s" } }\n'
+              '  - match: { path_prefix: / }\n    upstream: app\n') % users
+    make_portero(proxy_config(port, [b], routes=routes, workers=1), ports=[port])
+    results = []
+
+    def wrong(i):
+        r = requests.get(_url(port, "/basic/x"), headers={"Authorization": _basic("dave", "guess%d" % i)},
+                         timeout=60)
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=wrong, args=(i,)) for i in range(6)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # the hashes are under way
+    plain = requests.get(_url(port, "/plain"), timeout=60)
+    plain_at = time.monotonic() - t0
+    for t in threads:
+        t.join(90)
+    all_done = time.monotonic() - t0
+    assert plain.status_code == 200
+    assert results == [401] * 6
+    # the plain request did not queue behind six hashes on the worker's loop
+    assert plain_at < all_done / 2, (plain_at, all_done)
+    ok = requests.get(_url(port, "/basic/x"), headers={"Authorization": _basic("dave", "correct horse")},
+                      timeout=60)
+    assert ok.status_code == 200
+
+
 # --- JWT ------------------------------------------------------------------------------------------
 
 JWT_CLAIMS = "claims: { sub: X-User, email: X-Email }"
