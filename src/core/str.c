@@ -19,7 +19,17 @@ bool str_ieq(struct str a, struct str b)
     return true;
 }
 
-bool str_ieq_cstr(struct str a, const char *b) { return str_ieq(a, str_make(b, strlen(b))); }
+/* Walks B once and stops at the first difference: header names mostly differ in their first
+ * byte, so this costs a compare or two where strlen(B) first cost a pass over B (it ran about 165
+ * times per proxied request with browser-like headers). */
+bool str_ieq_cstr(struct str a, const char *b)
+{
+    size_t i = 0;
+    for (; i < a.n; i++)
+        if (!b[i] || str_lower(a.p[i]) != str_lower(b[i]))
+            return false;
+    return b[i] == '\0';
+}
 
 bool str_has_prefix(struct str s, struct str prefix)
 {
