@@ -1,91 +1,24 @@
-#include "proxy/exchange.h"
+#include "proxy/exchange_priv.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "core/sock.h"
-#include "http/h1.h"
 #include "http/hdr.h"
-#include "http/path.h"
-#include "policy/policy.h"
 #include "proxy/client.h"
-#include "proxy/pump.h"
 #include "proxy/route.h"
-#include "proxy/select.h"
-#include "proxy/worker.h"
 
-enum ex_state { EX_HOLD_BODY, EX_POLICY, EX_LOCAL, EX_BACKOFF, EX_CONNECT, EX_WAIT_HEAD, EX_BODY, EX_TUNNEL };
-enum ex_step { EX_AGAIN, EX_WAIT, EX_GONE };
-
-static const char ex_continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
-
-struct exchange {
-    struct client *c;
-    struct worker *w;
-    struct worker_gen *gen;           /* the generation it started on, held until it ends */
-    const struct config *cfg;         /* gen's configuration */
-    enum ex_state state;
-    struct http_msg req;              /* slices into req_raw; headers = req_hdrs */
-    char *req_raw;                    /* owned copy of the request head (capacity req_raw_cap) */
-    uint32_t req_raw_cap;
-    struct http_header *req_hdrs;     /* owned, capacity req_hdrs_cap */
-    uint32_t req_hdrs_cap;
-    uint32_t resp_hdrs_cap;
-    size_t tried_cap;
-    const struct conf_route *route;
-    uint64_t t_start;
-    char client_ip[48];               /* the real client (behind trusted proxies) */
-    char peer_ip[48];                 /* who connected: appended to X-Forwarded-For */
-    struct sockaddr_storage client_addr;
-    /* request steps */
-    struct policy_run policy;
-    struct pump hold_pump;            /* EX_HOLD_BODY: the client's body into body_hold */
-    struct sbuf body_hold;            /* the whole request body, held for inspection */
-    struct sbuf path_norm;            /* req.path when normalization changed it (path + query) */
-    bool body_held;                   /* the body sits in body_hold: it goes upstream from there */
-    bool body_uninspected;            /* too large to hold (detect mode): headers-only inspection */
-    /* upstream side */
-    struct worker_upstream *wu;
-    int server;                       /* -1 until picked */
-    bool *tried;                      /* per server, owned */
-    unsigned attempts;
-    bool reused;                      /* current connection came from the pool */
-    bool retried_reused;
-    bool tunnel_requested;
-    struct upstream_conn *uc;
-    struct loop_timer up_timer;       /* connect, response or upstream idle deadline */
-    struct sbuf up_head;              /* request head sent upstream, kept for a retry */
-    struct pump req_pump;             /* client -> upstream body */
-    struct sbuf replay;               /* copy of a small idempotent request's body, for a retry */
-    bool req_done;
-    uint64_t t_upstream;              /* when the upstream attempt started */
-    int64_t upstream_ms;
-    /* response side */
-    struct http_msg resp;
-    struct http_header *resp_hdrs;    /* owned */
-    struct sbuf resp_head;            /* interim heads, then the final head (or a local answer) */
-    uint32_t resp_head_off;           /* written before the response pump took over */
-    struct pump resp_pump;            /* upstream -> client body, or a local answer */
-    bool resp_started;                /* the final head is committed */
-    bool client_close;                /* close the client connection after this exchange */
-    bool upstream_close;              /* the server said Connection: close: do not pool */
-    int status;
-};
+const char ex_continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 static enum ex_step ex_run_state(struct exchange *ex);
-static void ex_run(struct exchange *ex);
-static enum ex_step ex_policy_step(struct exchange *ex);
-static enum ex_step ex_hold_body_step(struct exchange *ex);
 
 /* --- helpers ------------------------------------------------------------------------------ */
 
-static const struct conf_server *ex_server(const struct exchange *ex)
+const struct conf_server *ex_server(const struct exchange *ex)
 {
     return &ex->route->upstream->servers[ex->server];
 }
@@ -117,7 +50,7 @@ static struct stats_entry *ex_server_stats(const struct exchange *ex)
 }
 
 /* The exchange counts as active on its server (balancer and gauge) between these two. */
-static void ex_server_begin(struct exchange *ex, int server)
+void ex_server_begin(struct exchange *ex, int server)
 {
     ex->server = server;
     balance_begin(&ex->wu->bal, server);
@@ -125,7 +58,7 @@ static void ex_server_begin(struct exchange *ex, int server)
         STATS_ADD(ex_server_stats(ex)->active, 1);
 }
 
-static void ex_server_end(struct exchange *ex)
+void ex_server_end(struct exchange *ex)
 {
     if (ex->server < 0 || !ex->wu)
         return;
@@ -258,7 +191,7 @@ static void ex_log(struct exchange *ex)
 }
 
 /* Ends the exchange: log, give the upstream connection back, hand the client on. */
-static enum ex_step ex_finish(struct exchange *ex, bool upstream_reusable)
+enum ex_step ex_finish(struct exchange *ex, bool upstream_reusable)
 {
     struct client *c = ex->c;
     bool keep_alive = !ex->client_close;
@@ -275,7 +208,7 @@ static enum ex_step ex_finish(struct exchange *ex, bool upstream_reusable)
     return EX_GONE;
 }
 
-static enum ex_step ex_abort_client(struct exchange *ex)
+enum ex_step ex_abort_client(struct exchange *ex)
 {
     if (!ex->status)
         ex->status = 499;
@@ -292,300 +225,9 @@ void exchange_abort(struct exchange *ex)
     ex_free(ex);
 }
 
-static void ex_arm_client_timer(struct exchange *ex, uint64_t ms)
+void ex_arm_client_timer(struct exchange *ex, uint64_t ms)
 {
     loop_timer_after(ex->w->loop, &ex->c->timer, ms);
-}
-
-/* --- local answers -------------------------------------------------------------------------- */
-
-/* The request body is not (all) read: answering now means closing after (RFC 9112 §9.6). */
-static bool ex_body_unread(const struct exchange *ex)
-{
-    if (ex->req_pump.in_kind != H1_BODY_NONE)
-        return !ex->req_done;
-    return h1_request_body_kind(&ex->req) != H1_BODY_NONE && !ex->body_held;
-}
-
-
-/* Starts writing a complete answer composed by us: RESP_HEAD holds head and body. */
-static enum ex_step ex_send_local(struct exchange *ex, int status)
-{
-    ex->status = status;
-    ex->resp_started = true;
-    if (ex_body_unread(ex))
-        ex->client_close = true;
-    pump_init(&ex->resp_pump, H1_BODY_NONE, 0, false, &ex->resp_head);
-    ex->resp_pump.prefix_off = ex->resp_head_off;
-    ex->state = EX_LOCAL;
-    return EX_AGAIN;
-}
-
-static void ex_local_head(struct exchange *ex, int status, size_t body_len)
-{
-    struct sbuf *h = &ex->resp_head;
-    if (ex_body_unread(ex))
-        ex->client_close = true; /* say so in this head: the unread body would be taken for the
-                                    next request */
-    sbuf_append_cstr(h, "HTTP/1.1 ");
-    sbuf_append_u64(h, (uint64_t)status);
-    sbuf_append(h, " ", 1);
-    sbuf_append_cstr(h, hdr_reason(status));
-    sbuf_append_cstr(h, "\r\nContent-Length: ");
-    sbuf_append_u64(h, body_len);
-    sbuf_append(h, "\r\n", 2);
-    if (ex->client_close || ex->w->draining)
-        sbuf_append_cstr(h, "Connection: close\r\n");
-    else if (ex->req.version_minor == 0)
-        sbuf_append_cstr(h, "Connection: keep-alive\r\n");
-    struct str server = hdr_server_value(ex->cfg);
-    if (server.n)
-        sbuf_append_header(h, STR_LIT("Server"), server);
-    for (size_t i = 0; ex->route && i < ex->route->n_security_headers; i++) {
-        const struct conf_header_kv *kv = &ex->route->security_headers[i];
-        sbuf_append_header(h, str_make(kv->name, strlen(kv->name)), str_make(kv->value, strlen(kv->value)));
-    }
-}
-
-/* A short plain answer that reveals nothing about the backends (DESIGN: errors a client can see),
- * with EXTRA header lines (a request step's Retry-After, WWW-Authenticate...) if not NULL. */
-static enum ex_step ex_send_answer(struct exchange *ex, int status, const struct sbuf *extra)
-{
-    char body[96];
-    int n = snprintf(body, sizeof body, "%d %s\n", status, hdr_reason(status));
-    if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431 ||
-        status == 501 || status == 505)
-        ex->client_close = true;
-    ex->resp_head.len = ex->resp_head_off; /* drop any unsent interim head */
-    ex_local_head(ex, status, (size_t)n);
-    if (extra && extra->len)
-        sbuf_append(&ex->resp_head, extra->p, extra->len);
-    sbuf_append_cstr(&ex->resp_head, "Content-Type: text/plain\r\n\r\n");
-    if (ex->req.method_id != HTTP_METHOD_HEAD)
-        sbuf_append(&ex->resp_head, body, (size_t)n);
-    return ex_send_local(ex, status);
-}
-
-static enum ex_step ex_send_error(struct exchange *ex, int status)
-{
-    return ex_send_answer(ex, status, NULL);
-}
-
-static enum ex_step ex_respond_route(struct exchange *ex)
-{
-    const struct conf_route *r = ex->route;
-    size_t len = strlen(r->respond_body);
-    ex_local_head(ex, r->respond_status, len);
-    for (size_t i = 0; i < r->n_respond_headers; i++)
-        sbuf_append_header(&ex->resp_head, str_make(r->respond_headers[i].name, strlen(r->respond_headers[i].name)),
-                           str_make(r->respond_headers[i].value, strlen(r->respond_headers[i].value)));
-    sbuf_append(&ex->resp_head, "\r\n", 2);
-    if (ex->req.method_id != HTTP_METHOD_HEAD)
-        sbuf_append(&ex->resp_head, r->respond_body, len);
-    return ex_send_local(ex, r->respond_status);
-}
-
-static enum ex_step ex_redirect_route(struct exchange *ex)
-{
-    char location[8192];
-    int n = route_redirect_location(ex->route, ex->req.host, ex->req.path, "http", location, sizeof location);
-    if (n < 0)
-        return ex_send_error(ex, 414);
-    ex_local_head(ex, ex->route->redirect_status, 0);
-    sbuf_append_header(&ex->resp_head, STR_LIT("Location"), str_make(location, (size_t)n));
-    sbuf_append(&ex->resp_head, "\r\n", 2);
-    return ex_send_local(ex, ex->route->redirect_status);
-}
-
-static enum ex_step ex_local_step(struct exchange *ex)
-{
-    struct client *c = ex->c;
-    enum pump_status s = pump_run(&ex->resp_pump, &c->in, c->io.fd, &c->readable, c->io.fd, &c->writable);
-    if (s == PUMP_DONE)
-        return ex_finish(ex, false);
-    if (s != PUMP_BLOCKED)
-        return ex_abort_client(ex);
-    ex_arm_client_timer(ex, ex->cfg->limits.send_timeout_ms);
-    return EX_WAIT;
-}
-
-/* --- upstream connection ---------------------------------------------------------------------- */
-
-static void ex_on_up_timer(struct loop_timer *t);
-
-static struct server_state *const *ex_states(const struct exchange *ex)
-{
-    return ex->gen->rt->states[ex->route->upstream->index];
-}
-
-static void ex_record(struct exchange *ex, bool success)
-{
-    select_record(ex->w, ex->route->upstream, ex_states(ex), (size_t)ex->server, success, loop_now(ex->w->loop));
-}
-
-static enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why);
-
-static enum ex_step ex_connect(struct exchange *ex, bool fresh)
-{
-    const struct conf_upstream *up = ex->route->upstream;
-    if (ex->server < 0) {
-        uint64_t key = up->balance == BALANCE_HASH
-                           ? balance_request_hash(up, &ex->req, (struct sockaddr *)&ex->client_addr) : 0;
-        int s = select_server(ex->wu, up, ex_states(ex), ex->tried, key, loop_now(ex->w->loop));
-        if (s == SELECT_ALL_DOWN)
-            return ex_send_error(ex, 503); /* at once: waiting for a connect timeout helps nobody */
-        if (s < 0)
-            return ex_send_error(ex, 502);
-        ex_server_begin(ex, s);
-    }
-    ex->attempts++;
-    ex->tried[ex->server] = true;
-    struct upstream_pool *pool = &ex->wu->pools[ex->server];
-    struct upstream_conn *uc = fresh ? NULL : upstream_pool_take(pool);
-    ex->reused = uc != NULL;
-    if (!uc && !(uc = upstream_connect(pool)))
-        return ex_upstream_failed(ex, 502, strerror(errno));
-    uc->ex = ex;
-    ex->uc = uc;
-    ex->t_upstream = loop_now(ex->w->loop);
-    if (ex->reused) {
-        uc->writable = true;
-        ex->state = EX_WAIT_HEAD;
-        return EX_AGAIN;
-    }
-    loop_timer_after(ex->w->loop, &ex->up_timer, up->connect_timeout_ms);
-    ex->state = EX_CONNECT;
-    return EX_WAIT;
-}
-
-/* Puts the kept body back in front of the client's unread bytes, for a retry. */
-static int ex_replay_body(struct exchange *ex)
-{
-    struct client *c = ex->c;
-    struct buf *b = buf_get();
-    /* Bytes taken but not yet written sit in c->in and in the copy: skip them in c->in. */
-    uint32_t skip = ex->req_pump.ready;
-    uint32_t rest = c->in ? buf_len(c->in) - skip : 0;
-    uint32_t len = (uint32_t)ex->replay.len;
-    if (!b || ex->replay.failed || len + rest > b->cap) {
-        buf_put(b);
-        return -1;
-    }
-    if (len)
-        memcpy(b->data, ex->replay.p, len);
-    if (rest)
-        memcpy(b->data + len, buf_rptr(c->in) + skip, rest);
-    b->wpos = len + rest;
-    buf_put(c->in);
-    c->in = b;
-    struct pump *p = &ex->req_pump;
-    struct sbuf *prefix = p->prefix;
-    pump_init(p, H1_BODY_LENGTH, (uint64_t)ex->req.content_length, false, prefix);
-    p->limit = ex->cfg->limits.max_body_bytes;
-    sbuf_reset(&ex->replay);
-    p->tap = &ex->replay; /* the bytes go through the tap again */
-    return 0;
-}
-
-/* Rewinds what was sent upstream so the request can be sent again on another connection. */
-static void ex_rewind_request(struct exchange *ex)
-{
-    if (ex->req_pump.tap && ex_replay_body(ex) < 0)
-        ex->req_pump.tap = NULL; /* cannot replay: the retry conditions will refuse */
-    ex->req_pump.prefix_off = 0;
-    ex->req_pump.bytes_out = 0;
-    ex->req_done = false;
-    if (ex->uc) {
-        upstream_close(ex->uc);
-        ex->uc = NULL;
-    }
-}
-
-/* Gives up on the upstream side and answers STATUS ourselves (nothing reached the client yet). */
-static enum ex_step ex_fail_upstream(struct exchange *ex, int status)
-{
-    ex_rewind_request(ex);
-    return ex_send_error(ex, status);
-}
-
-/* A retry goes to another server, before any response byte reached the client, only when the
- * request can be sent again, the method allows it once the server may have seen it, attempts
- * remain, another server exists, and the worker's retry budget agrees (so that a failing pool
- * cannot multiply its load). */
-/* The request can be sent again: no body, a kept copy of it, or none of it taken yet. */
-static bool ex_replayable(const struct exchange *ex)
-{
-    return ex->req_pump.in_kind == H1_BODY_NONE || ex->req_pump.tap || ex->req_pump.body == 0;
-}
-
-static bool ex_may_retry(struct exchange *ex, bool sent)
-{
-    const struct conf_upstream *up = ex->route->upstream;
-    uint64_t now = loop_now(ex->w->loop);
-    if (ex->attempts >= up->retries.attempts || !ex_replayable(ex) || ex->resp_pump.bytes_out)
-        return false;
-    if (sent && !http_method_is_idempotent(ex->req.method_id))
-        return false;
-    if (!select_has_candidate(up, ex_states(ex), ex->tried, now))
-        return false;
-    if (!retry_budget_take(&ex->wu->budget, now)) {
-        STATS_ADD(ex->w->stats.retry_budget_exhausted, 1);
-        return false;
-    }
-    return true;
-}
-
-/* Waits a jittered backoff, then tries another server (EX_BACKOFF ends in ex_on_up_timer). */
-static enum ex_step ex_retry(struct exchange *ex)
-{
-    const struct conf_upstream *up = ex->route->upstream;
-    ex_rewind_request(ex);
-    ex_server_end(ex);
-    ex->server = -1;
-    STATS_ADD(ex->w->stats.retries, 1);
-    if (ex->gen->up_stats[up->index])
-        STATS_ADD(ex->gen->up_stats[up->index]->retries, 1);
-    uint64_t delay = retry_backoff_ms(up->retries.backoff_ms, up->retries.backoff_max_ms, ex->attempts,
-                                      &ex->wu->bal.rng);
-    loop_timer_after(ex->w->loop, &ex->up_timer, delay ? delay : 1);
-    ex->state = EX_BACKOFF;
-    return EX_WAIT;
-}
-
-/* The upstream failed before the response head: retry when that is safe, else answer STATUS. */
-static enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why)
-{
-    const struct conf_upstream *up = ex->route->upstream;
-    bool replayable = ex_replayable(ex);
-    bool sent = ex->reused || (ex->uc && ex->uc->connected);
-    log_info("upstream %s server %s: %s", up->name, ex_server(ex)->address, why);
-    if (ex->reused && !ex->retried_reused && replayable && http_method_is_idempotent(ex->req.method_id)) {
-        /* The server may have closed a pooled connection just as we reused it: one fresh try,
-         * and no mark against the server. */
-        ex->retried_reused = true;
-        ex->attempts--; /* the same attempt, on a fresh connection: not one of `retries.attempts` */
-        ex_rewind_request(ex);
-        return ex_connect(ex, true);
-    }
-    ex_record(ex, false);
-    if (ex_may_retry(ex, sent))
-        return ex_retry(ex);
-    return ex_fail_upstream(ex, status);
-}
-
-static enum ex_step ex_connect_step(struct exchange *ex)
-{
-    struct upstream_conn *uc = ex->uc;
-    if (!uc->writable)
-        return EX_WAIT;
-    int err = sock_error(uc->io.fd);
-    if (err)
-        return ex_upstream_failed(ex, 502, strerror(err));
-    uc->connected = true;
-    /* While the request goes out, a server that stops reading is caught by the idle timeout. */
-    loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->idle_timeout_ms);
-    ex->state = EX_WAIT_HEAD;
-    return EX_AGAIN;
 }
 
 /* --- request forwarding and response head ------------------------------------------------------ */
@@ -609,7 +251,7 @@ static enum ex_step ex_flush_interim(struct exchange *ex)
 
 /* A body that keeps trickling re-arms body_timeout forever (slow POST): once it has taken longer
  * than body_timeout, its average rate since the head arrived must reach min_body_rate. */
-static bool ex_body_too_slow(const struct exchange *ex, uint64_t body)
+bool ex_body_too_slow(const struct exchange *ex, uint64_t body)
 {
     const struct conf_limits *lim = &ex->cfg->limits;
     uint64_t elapsed = loop_now(ex->w->loop) - ex->t_start;
@@ -885,7 +527,7 @@ static enum ex_step ex_run_state(struct exchange *ex)
     return EX_WAIT;
 }
 
-static void ex_run(struct exchange *ex)
+void ex_run(struct exchange *ex)
 {
     for (int guard = 0; guard < 64; guard++) {
         enum ex_step st = ex_run_state(ex);
@@ -907,7 +549,7 @@ void exchange_on_upstream_event(struct upstream_conn *uc, uint32_t events)
     ex_run(uc->ex);
 }
 
-static void ex_on_up_timer(struct loop_timer *t)
+void ex_on_up_timer(struct loop_timer *t)
 {
     struct exchange *ex = container_of(t, struct exchange, up_timer);
     enum ex_step st;
@@ -1063,7 +705,7 @@ static enum ex_step ex_forward(struct exchange *ex)
     ex->req_pump.limit = max;
     ex_keep_replay(ex, kind);
     if (req->expect_continue && kind != H1_BODY_NONE && req->version_minor >= 1 && !ex->body_uninspected)
-        sbuf_append(&ex->resp_head, ex_continue_line, sizeof ex_continue_line - 1);
+        sbuf_append(&ex->resp_head, ex_continue_line, EX_CONTINUE_LEN);
     if (kind != H1_BODY_NONE)
         ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
     else
@@ -1071,7 +713,7 @@ static enum ex_step ex_forward(struct exchange *ex)
     return ex_connect(ex, false);
 }
 
-static enum ex_step ex_action(struct exchange *ex)
+enum ex_step ex_action(struct exchange *ex)
 {
     switch (ex->route->action) {
     case ROUTE_RESPOND: return ex_respond_route(ex);
@@ -1079,112 +721,6 @@ static enum ex_step ex_action(struct exchange *ex)
     case ROUTE_UPSTREAM: return ex_forward(ex);
     }
     return ex_send_error(ex, 500);
-}
-
-/* --- request steps (DESIGN: the life of one request, step 3) --------------------------------------- */
-
-static void ex_on_policy_resume(struct policy_run *run)
-{
-    struct exchange *ex = container_of(run, struct exchange, policy);
-    if (ex->state == EX_POLICY)
-        ex_run(ex);
-}
-
-static enum ex_step ex_policy_step(struct exchange *ex)
-{
-    const struct conf_listener *cl = worker_find_listener(ex->cfg, ex->c->listener);
-    struct policy_req rq = {
-        .cfg = ex->cfg, .set = ex->gen->rt->policy, .route = ex->route, .listener = cl,
-        .pw = ex->w->policy, .counters = &ex->w->stats.policy, .req = &ex->req,
-        .client = (const struct sockaddr *)&ex->client_addr, .client_ip = ex->client_ip,
-        .local = cl ? (const struct sockaddr *)&cl->addr : NULL, .now_ms = loop_now(ex->w->loop),
-        .body = ex->body_hold.p, .body_len = ex->body_hold.len, .body_complete = ex->body_held,
-    };
-    ex->policy.resume = ex_on_policy_resume;
-    ex->state = EX_POLICY;
-    if (ex->policy.pending && ex->c->rdhup)
-        return ex_abort_client(ex); /* gone while a step waited: nothing goes upstream */
-    switch (policy_run(&ex->policy, &rq)) {
-    case POLICY_PASS: return ex_action(ex);
-    case POLICY_ANSWER: return ex_send_answer(ex, ex->policy.status, &ex->policy.answer_headers);
-    case POLICY_PENDING: return EX_WAIT;
-    }
-    return ex_send_error(ex, 500);
-}
-
-/* Reads the whole request body into body_hold before the steps run (a WAF inspects bodies). */
-static enum ex_step ex_hold_body_step(struct exchange *ex)
-{
-    struct client *c = ex->c;
-    bool no_socket = false;
-    enum pump_status s = pump_run(&ex->hold_pump, &c->in, c->io.fd, &c->readable, -1, &no_socket);
-    if (s == PUMP_DONE) {
-        ex->body_held = true;
-        return ex_policy_step(ex);
-    }
-    ex->client_close = true; /* from here on, the rest of the body is not ours to read */
-    if (s == PUMP_TOO_LARGE)
-        return ex_send_error(ex, 413);
-    if (s == PUMP_SRC_ERROR)
-        return ex_send_error(ex, 400);
-    if (s != PUMP_BLOCKED)
-        return ex_abort_client(ex);
-    if (ex_body_too_slow(ex, ex->hold_pump.body))
-        return ex_send_error(ex, 408);
-    ex->client_close = false;
-    ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
-    return EX_WAIT;
-}
-
-static uint64_t ex_min_limit(uint64_t a, uint64_t b)
-{
-    return !a ? b : !b ? a : a < b ? a : b;
-}
-
-/* Starts the route's request steps, holding the body first when a step inspects it. */
-static enum ex_step ex_begin_steps(struct exchange *ex)
-{
-    uint64_t limit;
-    enum h1_body_kind kind = h1_request_body_kind(&ex->req);
-    if (kind == H1_BODY_NONE || !policy_wants_body(ex->route, &limit))
-        return ex_policy_step(ex);
-    limit = ex_min_limit(limit, ex->cfg->limits.max_body_bytes);
-    if (kind == H1_BODY_LENGTH && (uint64_t)ex->req.content_length > limit) {
-        if (ex->route->waf.mode == WAF_BLOCK) /* an uninspected body must not pass */
-            return ex_send_error(ex, 413);
-        ex->body_uninspected = true; /* detect mode: headers-only inspection */
-        return ex_policy_step(ex);
-    }
-    if (ex->req.expect_continue && ex->req.version_minor >= 1 &&
-        write(ex->c->io.fd, ex_continue_line, sizeof ex_continue_line - 1) < 0)
-        return ex_abort_client(ex); /* RFC 9110 §10.1.1: ask for the body we are about to read */
-    pump_init(&ex->hold_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)ex->req.content_length : 0,
-              false, NULL);
-    ex->hold_pump.sink = &ex->body_hold;
-    ex->hold_pump.limit = limit;
-    ex->state = EX_HOLD_BODY;
-    ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
-    return EX_AGAIN;
-}
-
-/* Routes match, and the backend receives, the normalized path (see http/path.h); the raw target
- * stays for the log and the WAF. Returns -1 when the path climbs above the root. */
-static int ex_normalize_path(struct exchange *ex)
-{
-    struct str p = ex->req.path;
-    const char *q = p.n ? memchr(p.p, '?', p.n) : NULL;
-    size_t len = q ? (size_t)(q - p.p) : p.n;
-    if (!len || p.p[0] != '/' || !path_needs_normalize(p.p, len))
-        return 0;
-    sbuf_append(&ex->path_norm, p.p, p.n); /* room for the result, which is never longer */
-    if (ex->path_norm.failed)
-        return -1;
-    int n = path_normalize(p.p, len, ex->path_norm.p);
-    if (n < 0)
-        return -1;
-    memmove(ex->path_norm.p + n, p.p + len, p.n - len); /* the query, unchanged */
-    ex->req.path = str_make(ex->path_norm.p, (size_t)n + p.n - len);
-    return 0;
 }
 
 static enum ex_step ex_dispatch(struct exchange *ex)
@@ -1230,3 +766,4 @@ void exchange_reject(struct client *c, int status)
     if (ex_send_error(ex, status) == EX_AGAIN)
         ex_run(ex);
 }
+
