@@ -20,6 +20,20 @@ static void conf_cidr_text(const struct conf_cidr *c, char *out, size_t cap)
     snprintf(out, cap, "%s/%u", ip, c->bits);
 }
 
+/* The items of a key that takes one scalar or a sequence of them ("allow: all" or
+ * "allow: [a, b]"): VAL's children, or ONE holding VAL itself. */
+static const struct yaml_doc_node *const *conf_items(const struct yaml_doc_node *val,
+                                                     const struct yaml_doc_node *one[1],
+                                                     size_t *count)
+{
+    if (val->kind == YAML_DOC_SEQUENCE) {
+        *count = yaml_doc_count(val);
+        return (const struct yaml_doc_node *const *)val->kids;
+    }
+    *count = 1;
+    return one;
+}
+
 /* Appends the ranges of sequence (or single scalar) VAL to *V / *N. "all" (when ALL_OK) stands
  * for 0.0.0.0/0 and ::/0. */
 static void conf_cidrs_parse(struct conf_ctx *ctx, const struct yaml_doc_node *val,
@@ -27,12 +41,8 @@ static void conf_cidrs_parse(struct conf_ctx *ctx, const struct yaml_doc_node *v
 {
     char q[CONF_QUOTE_SIZE];
     const struct yaml_doc_node *one[1] = { val };
-    const struct yaml_doc_node *const *items = one;
-    size_t count = 1;
-    if (val->kind == YAML_DOC_SEQUENCE) {
-        items = (const struct yaml_doc_node *const *)val->kids;
-        count = yaml_doc_count(val);
-    }
+    size_t count;
+    const struct yaml_doc_node *const *items = conf_items(val, one, &count);
     *v = realloc(*v, (*n + 2 * count + 1) * sizeof **v);
     if (!*v)
         abort();
@@ -249,12 +259,8 @@ static void conf_set_rate_key(struct conf_ctx *ctx, const struct yaml_doc_node *
     struct conf_rate_limit *rl = base;
     char q[CONF_QUOTE_SIZE];
     const struct yaml_doc_node *one[1] = { val };
-    const struct yaml_doc_node *const *items = one;
-    size_t count = 1;
-    if (val->kind == YAML_DOC_SEQUENCE) {
-        items = (const struct yaml_doc_node *const *)val->kids;
-        count = yaml_doc_count(val);
-    }
+    size_t count;
+    const struct yaml_doc_node *const *items = conf_items(val, one, &count);
     rl->key = conf_xcalloc(count, sizeof *rl->key);
     for (size_t i = 0; i < count; i++) {
         const char *text = conf_scalar(ctx, items[i], "a key part", "key");
@@ -385,12 +391,8 @@ void conf_set_route_rate_limit(struct conf_ctx *ctx, const struct yaml_doc_node 
     struct config *cfg = ctx->cfg;
     char q[CONF_QUOTE_SIZE];
     const struct yaml_doc_node *one[1] = { val };
-    const struct yaml_doc_node *const *items = one;
-    size_t count = 1;
-    if (val->kind == YAML_DOC_SEQUENCE) {
-        items = (const struct yaml_doc_node *const *)val->kids;
-        count = yaml_doc_count(val);
-    }
+    size_t count;
+    const struct yaml_doc_node *const *items = conf_items(val, one, &count);
     route->rate_limits = conf_xcalloc(count, sizeof *route->rate_limits);
     for (size_t i = 0; i < count; i++) {
         const char *text = conf_scalar(ctx, items[i], "a rate limit name", "rate_limit");
