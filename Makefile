@@ -18,7 +18,7 @@ UNIT_SAN := $(UNIT_SRC:tests/unit/%.c=build/asan/unit/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 120
-FUZZ_TEST_SECONDS ?= 20
+FUZZ_TEST_SECONDS ?= 15
 
 .PHONY: all deps build asan run test unit unit-asan integration integration-asan fuzz bench clean
 
@@ -65,10 +65,17 @@ FUZZ_EXTRA_fuzz_real_client := src/policy/policy.c src/policy/policy_addr.c src/
     src/policy/fwdauth.c src/policy/jwt.c src/policy/jwt_keys.c src/policy/jwt_claims.c \
     src/policy/ratelimit.c src/policy/redis_limit.c src/policy/waf.c src/core/log.c \
     src/core/sock.c src/core/loop.c src/http/hdr.c src/http/msg.c
-.SECONDEXPANSION:
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_DEPS) $$(FUZZ_EXTRA_$$*)
+# Each source is compiled once for all targets (instrumented, not linked with libFuzzer's main).
+FUZZ_CFLAGS := $(CSTD) -O1 -g -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+fuzz_objs = $(patsubst src/%.c,build/fuzz/obj/%.o,$(1))
+.PRECIOUS: build/fuzz/obj/%.o
+build/fuzz/obj/%.o: src/%.c
 	@mkdir -p $(@D)
-	clang $(CSTD) -O1 -g -Isrc -fsanitize=fuzzer,address,undefined $< $(FUZZ_DEPS) $(FUZZ_EXTRA_$*) -o $@ $(LDLIBS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+.SECONDEXPANSION:
+build/fuzz/%: tests/fuzz/%.c $$(call fuzz_objs,$(FUZZ_DEPS) $$(FUZZ_EXTRA_$$*))
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined $< $(call fuzz_objs,$(FUZZ_DEPS) $(FUZZ_EXTRA_$*)) -o $@ $(LDLIBS)
 
 unit: $(UNIT_BIN)
 	@tests/run_unit.sh $(UNIT_BIN)
@@ -101,4 +108,5 @@ bench: deps build
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(SAN_OBJ:.o=.d) build/obj/main.d build/asan/obj/main.d
+-include $(LIB_OBJ:.o=.d) $(SAN_OBJ:.o=.d) build/obj/main.d build/asan/obj/main.d \
+         $(wildcard build/fuzz/obj/*/*.d)

@@ -26,6 +26,10 @@ import pytest
 from conftest import free_port, wait_for
 from rawbackend import RawBackend, RawClient, ConnectionClosed
 
+# The whole corpus takes ~40 s: it runs in the normal pass; under ASan the same parser is
+# fuzzed (tests/fuzz/fuzz_h1_request, whose seeds include these samples), so it is left out there.
+pytestmark = pytest.mark.slow
+
 MAX_BODY = 64 * 1024
 OK_BODY = b"raw-ok-1\n"
 
