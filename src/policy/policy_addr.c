@@ -56,6 +56,13 @@ bool policy_is_trusted(const struct config *cfg, const struct sockaddr *sa)
 
 /* Parses one list element of X-Forwarded-For ("192.0.2.1", "2001:db8::1", "[2001:db8::1]:80",
  * "192.0.2.1:80") into OUT; false if it is none of those. */
+/* 1 to 5 digits: what a port may look like after "v4:" or "[v6]:". */
+static bool policy_is_port(const char *p)
+{
+    size_t n = strspn(p, "0123456789");
+    return n >= 1 && n <= 5 && p[n] == '\0';
+}
+
 static bool policy_parse_hop(struct str s, struct sockaddr_storage *out)
 {
     char text[INET6_ADDRSTRLEN + 8];
@@ -64,16 +71,20 @@ static bool policy_parse_hop(struct str s, struct sockaddr_storage *out)
         return false;
     memcpy(text, s.p, s.n);
     text[s.n] = '\0';
-    char *ip = text;
+    char *ip = text, *port = NULL;
     if (ip[0] == '[') {
         char *end = strchr(ip, ']');
-        if (!end)
+        if (!end || (end[1] && end[1] != ':'))
             return false;
+        port = end[1] ? end + 2 : NULL;
         *end = '\0';
         ip++;
     } else if (strchr(ip, '.') && strchr(ip, ':') && strchr(ip, ':') == strrchr(ip, ':')) {
-        *strchr(ip, ':') = '\0'; /* IPv4 with a port; IPv6 text has two colons or more */
+        port = strchr(ip, ':'); /* IPv4 with a port; IPv6 text has two colons or more */
+        *port++ = '\0';
     }
+    if (port && !policy_is_port(port))
+        return false;
     memset(out, 0, sizeof *out);
     struct sockaddr_in *v4 = (struct sockaddr_in *)out;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;

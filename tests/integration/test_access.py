@@ -137,6 +137,13 @@ def test_x_forwarded_for_from_trusted_proxy_gives_the_real_client(make_portero, 
     assert wait_for(lambda: "198.51.100.4" in log.read_text() if log.exists() else False)
     # the backend still gets the whole chain plus the connecting peer
     assert r.json()["headers"]["x-forwarded-for"] == "203.0.113.9, 198.51.100.4, 127.0.0.1"
+    # hops may carry a port; a hop that is not an address stops the walk at the last trusted one
+    r = requests.get(url, headers={"X-Forwarded-For": "203.0.113.9:4711"}, timeout=10)
+    assert r.status_code == 403
+    r = requests.get(url, headers={"X-Forwarded-For": "203.0.113.9, [2001:db8::1]:443"}, timeout=10)
+    assert r.status_code == 200
+    r = requests.get(url, headers={"X-Forwarded-For": "203.0.113.9:junk"}, timeout=10)
+    assert r.status_code == 200  # not believed: the client is taken to be the proxy, 127.0.0.1
 
 
 def test_x_forwarded_for_from_untrusted_peer_is_ignored_for_acl(make_portero, backend_factory):
