@@ -93,7 +93,7 @@ fuzz: $(FUZZ_BIN)
 	@tests/run_fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
 
 test: deps
-	$(MAKE) build asan
+	$(MAKE) -j2 build asan $(UNIT_BIN) $(UNIT_SAN)
 	$(MAKE) unit unit-asan
 	$(MAKE) integration
 	$(MAKE) integration-asan
