@@ -2,9 +2,11 @@
  * routes — short, plain, and never naming a backend. */
 #include "proxy/exchange_priv.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "core/sock.h"
 #include "http/hdr.h"
 #include "proxy/client.h"
 #include "proxy/route.h"
@@ -97,10 +99,27 @@ enum ex_step ex_respond_route(struct exchange *ex)
     return ex_send_local(ex, r->respond_status);
 }
 
+/* The address the client reached us at ("127.0.0.1:8080", "[::1]:8080"), for $host when an
+ * HTTP/1.0 request named no Host: a redirect to "http:///new" would lead nowhere. */
+static struct str ex_local_host(const struct exchange *ex, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char ip[64];
+    if (getsockname(ex->c->io.fd, (struct sockaddr *)&ss, &len) < 0 ||
+        !sock_format_ip((const struct sockaddr *)&ss, ip, sizeof ip))
+        return STR_LIT("");
+    unsigned port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                    : ((struct sockaddr_in *)&ss)->sin_port);
+    int n = snprintf(buf, cap, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
+    return n > 0 && (size_t)n < cap ? str_make(buf, (size_t)n) : STR_LIT("");
+}
+
 enum ex_step ex_redirect_route(struct exchange *ex)
 {
-    char location[8192];
-    int n = route_redirect_location(ex->route, ex->req.host, ex->req.path, "http", location, sizeof location);
+    char location[8192], local[96];
+    struct str host = ex->req.host.n ? ex->req.host : ex_local_host(ex, local, sizeof local);
+    int n = route_redirect_location(ex->route, host, ex->req.path, "http", location, sizeof location);
     if (n < 0)
         return ex_send_error(ex, 414);
     ex_local_head(ex, ex->route->redirect_status, 0);

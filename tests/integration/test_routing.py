@@ -12,6 +12,7 @@ prefix, an empty result becomes "/"), `respond` (status default 200, body, heade
 
 import http.client
 import json
+import socket
 
 import pytest
 
@@ -237,6 +238,24 @@ def test_redirect_variables(routed):
     r, d = get(port, "/old?a=1&b=2", host="shop.example.org")
     assert r.status == 301
     assert r.getheader("Location") == "http://shop.example.org/new?from=/old?a=1&b=2"
+
+
+def test_redirect_http10_without_host_names_our_address(routed):
+    """An HTTP/1.0 request may carry no Host: $host is then the address the client reached."""
+    port, *_ = routed
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(b"GET /temp HTTP/1.0\r\n\r\n")
+        got = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        s.close()
+    assert got.startswith(b"HTTP/1.1 302 ")
+    assert b"\r\nLocation: https://127.0.0.1:%d/elsewhere\r\n" % port in got
 
 
 def test_redirect_default_status_302(routed):
