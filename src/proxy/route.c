@@ -10,7 +10,9 @@
 static struct str route_host_name(struct str authority)
 {
     struct str h = authority;
-    if (h.n && h.p[0] == '[') {
+    if (!h.n)
+        return h; /* HTTP/1.0 without Host: no name (and no pointer to search) */
+    if (h.p[0] == '[') {
         const char *close = memchr(h.p, ']', h.n);
         if (close)
             h.n = (size_t)(close - h.p) + 1;
