@@ -180,14 +180,6 @@ void policy_set_header(struct policy_run *run, const char *name, const char *val
     run->set_value[run->n_set++] = value ? strdup(value) : NULL;
 }
 
-const struct str *policy_find_header(const struct http_msg *req, const char *name)
-{
-    for (uint32_t i = 0; i < req->n_headers; i++)
-        if (str_ieq_cstr(req->headers[i].name, name))
-            return &req->headers[i].value;
-    return NULL;
-}
-
 /* --- step: WAF ------------------------------------------------------------------------------------ */
 
 static void policy_sock_ip(const struct sockaddr *sa, char *ip, size_t cap, int *port)

@@ -101,7 +101,8 @@ static enum policy_result policy_auth_basic(struct policy_run *run, const struct
         run->async_done = false;
         return run->async_value ? POLICY_PASS : policy_auth_failed(run, rq, "Basic", NULL);
     }
-    const struct str *h = policy_find_header(rq->req, "authorization");
+    const struct http_header *hh = http_msg_find(rq->req, "authorization");
+    const struct str *h = hh ? &hh->value : NULL;
     struct basic_auth *ba = rq->set->basic[rq->route->index];
     struct policy_basic_job *b = h && ba ? calloc(1, sizeof *b) : NULL;
     enum basic_auth_answer a =
@@ -115,7 +116,8 @@ static enum policy_result policy_auth_basic(struct policy_run *run, const struct
 static enum policy_result policy_auth_jwt(struct policy_run *run, const struct policy_req *rq)
 {
     const struct conf_auth *a = &rq->route->auth;
-    const struct str *h = policy_find_header(rq->req, "authorization");
+    const struct http_header *hh = http_msg_find(rq->req, "authorization");
+    const struct str *h = hh ? &hh->value : NULL;
     if (!h || h->n <= 7 || strncasecmp(h->p, "Bearer ", 7) != 0) /* RFC 6750 §2.1 */
         return policy_auth_failed(run, rq, "Bearer", NULL);
     struct str token = str_trim_ows(str_make(h->p + 7, h->n - 7));

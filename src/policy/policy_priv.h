@@ -52,7 +52,6 @@ struct ratelimit_table *policy_buckets(void);
 enum policy_result policy_answer(struct policy_run *run, int status, const char *reason);
 /* Adds a header to set upstream; VALUE copied (NULL: only drop the client's). */
 void policy_set_header(struct policy_run *run, const char *name, const char *value);
-const struct str *policy_find_header(const struct http_msg *req, const char *name);
 
 /* The steps: each returns PASS to go on, ANSWER, or PENDING (then resumes where it stopped). */
 enum policy_result policy_step_acl(struct policy_run *run, const struct policy_req *rq,

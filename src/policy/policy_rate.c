@@ -22,7 +22,8 @@ static bool policy_rate_key(const struct policy_req *rq, const struct conf_rate_
         } else if (part->kind == RATE_KEY_ROUTE) {
             v = str_make(rq->route->name, strlen(rq->route->name));
         } else {
-            const struct str *h = policy_find_header(rq->req, part->header);
+            const struct http_header *hh = http_msg_find(rq->req, part->header);
+            const struct str *h = hh ? &hh->value : NULL;
             if (!h)
                 return false;
             v = *h;
