@@ -1,6 +1,6 @@
 # portero build. `make run` and `make test` are the two commands of the README.
 CC      ?= gcc
-PKGS    := yaml-0.1 libpcre2-8 openssl libcrypt hiredis modsecurity
+PKGS    := yaml-0.1 libpcre2-8 openssl libcrypt hiredis modsecurity libnghttp2
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g

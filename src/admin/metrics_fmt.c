@@ -316,6 +316,18 @@ static const struct metrics_scalar metrics_scalars[] = {
       offsetof(struct worker_stats, retry_budget_exhausted) },
     { "portero_ejections_total", "Servers ejected by passive health checks (outlier detection).",
       offsetof(struct worker_stats, ejections) },
+    { "portero_tls_handshakes_total", "Client TLS handshakes completed.", offsetof(struct worker_stats, tls_handshakes) },
+    { "portero_tls_resumed_total", "Client TLS handshakes that resumed a session (ticket).",
+      offsetof(struct worker_stats, tls_resumed) },
+    { "portero_tls_handshake_failures_total", "Client TLS handshakes that failed.",
+      offsetof(struct worker_stats, tls_handshake_failed) },
+    { "portero_upstream_tls_failures_total", "Upstream TLS handshakes that failed (verification included).",
+      offsetof(struct worker_stats, upstream_tls_failed) },
+    { "portero_http2_connections_total", "Client connections that spoke HTTP/2.",
+      offsetof(struct worker_stats, h2_connections) },
+    { "portero_http2_streams_total", "HTTP/2 streams that carried a request.", offsetof(struct worker_stats, h2_streams) },
+    { "portero_http2_flood_closed_total", "HTTP/2 connections closed by a flood defence (rapid reset, "
+      "SETTINGS/PING/empty-frame floods).", offsetof(struct worker_stats, h2_flood_closed) },
 #define METRICS_POLICY(f) offsetof(struct worker_stats, policy) + offsetof(struct policy_counters, f)
     { "portero_acl_denied_total", "Requests denied by allow/deny lists (403), and PROXY-protocol "
       "connections from untrusted peers.", METRICS_POLICY(acl_denied) },

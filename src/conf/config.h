@@ -72,6 +72,47 @@ struct conf_acl {
     size_t n;
 };
 
+/* One certificate of a TLS listener: its names (SAN DNS entries, else the subject CN) select it
+ * by SNI; an RSA and an ECDSA certificate may share names (the client's signature algorithms pick). */
+struct conf_tls_cert {
+    char *cert;                   /* PEM path: certificate, then its chain */
+    char *key;                    /* PEM path: private key */
+    char *ocsp;                   /* DER OCSP response to staple, NULL = none */
+};
+
+enum tls_client_auth { TLS_CLIENT_AUTH_OFF, TLS_CLIENT_AUTH_OPTIONAL, TLS_CLIENT_AUTH_REQUIRED };
+enum tls_version { TLS_VERSION_1_2, TLS_VERSION_1_3 };
+
+/* Listener `tls:`. Present = the listener speaks TLS. */
+struct conf_listener_tls {
+    bool enabled;                 /* the key is present */
+    struct conf_tls_cert *certificates; /* owned; the first is the default (no or unknown SNI) */
+    size_t n_certificates;        /* >= 1 */
+    char **alpn;                  /* protocols offered, in server preference; default h2, http/1.1 */
+    size_t n_alpn;
+    char *ciphers;                /* TLS 1.2 cipher list; NULL = the modern default */
+    char *ciphersuites;           /* TLS 1.3 suites; NULL = OpenSSL's default */
+    enum tls_version min_version; /* default 1.2 */
+    bool session_tickets;         /* true: resumption by tickets (keys shared by workers) */
+    uint64_t ticket_rotation_ms;  /* 12h: a new ticket key; the last two still decrypt */
+    enum tls_client_auth client_auth; /* `client_auth: { mode: optional|required }` default off */
+    char *client_ca;              /* `client_auth.ca`: PEM CA bundle that verifies client certs */
+    char *client_subject_header;  /* `client_auth.header`: default X-Client-Cert-Subject */
+    uint64_t hsts_max_age_s;      /* `hsts: { max_age: 365d }`; 0 = no Strict-Transport-Security */
+    bool hsts_include_subdomains;
+    bool hsts_preload;
+};
+
+/* Listener `http2:` (HTTP/2 over TLS via ALPN, or cleartext with prior knowledge). */
+struct conf_listener_http2 {
+    bool enabled;                 /* default true */
+    uint32_t max_concurrent_streams; /* 128 */
+    uint32_t initial_window;      /* 256KiB: per-stream receive window (request bodies) */
+    uint32_t max_resets;          /* 200 client resets (rapid reset) ... */
+    uint32_t max_control_frames;  /* 1000 SETTINGS/PING/PRIORITY/empty DATA/ WINDOW_UPDATE ... */
+    uint64_t flood_window_ms;     /* ... within 10s -> GOAWAY ENHANCE_YOUR_CALM and close */
+};
+
 struct conf_listener {
     char *name;
     char *address;                /* as written, e.g. "0.0.0.0:8080" or "[::]:8080" */
@@ -81,6 +122,10 @@ struct conf_listener {
                                      only from trusted_proxies */
     struct conf_acl acl;          /* checked at accept, on the real client address */
     uint32_t max_connections_per_ip; /* 0 = unlimited; more -> 429 and close */
+    struct conf_listener_tls tls;
+    struct conf_listener_http2 http2;
+    uint32_t redirect_https;      /* 0 = off; else every request gets a redirect to https on this
+                                     port (`redirect_https: true` = 443, or a port number) */
 };
 
 struct conf_server {
@@ -130,6 +175,18 @@ struct conf_retries {
 enum balance_kind { BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONN, BALANCE_RANDOM_TWO, BALANCE_HASH };
 enum hash_key_kind { HASH_KEY_CLIENT_IP, HASH_KEY_URI, HASH_KEY_HEADER, HASH_KEY_COOKIE };
 
+/* Upstream `tls:` (`tls: true` = verify with the system CAs). */
+struct conf_upstream_tls {
+    bool enabled;
+    bool verify;                  /* true: the server certificate must verify (and match sni) */
+    char *ca;                     /* PEM bundle; NULL = the system store */
+    char *sni;                    /* name sent and verified; NULL = the server address's host */
+    char *client_cert;            /* mTLS: PEM certificate (chain) ... */
+    char *client_key;             /* ... and its key; both or neither */
+};
+
+enum upstream_protocol { UPSTREAM_HTTP1, UPSTREAM_HTTP2 };
+
 struct conf_upstream {
     char *name;
     size_t index;                 /* position in config->upstreams */
@@ -148,6 +205,9 @@ struct conf_upstream {
     struct conf_retries retries;
     uint64_t slow_start_ms;       /* 0 = off: a server back in service ramps its weight up */
     bool panic;                   /* false: with every server down, send to all instead of 503 */
+    struct conf_upstream_tls tls;
+    enum upstream_protocol protocol; /* `protocol: h1|h2`, default h1 (h2 = prior knowledge, or
+                                        ALPN h2 over tls) */
 };
 
 struct conf_header_kv {

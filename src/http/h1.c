@@ -864,12 +864,17 @@ int h1_chunked_decode(struct h1_chunked *st, char *in, size_t len, size_t *consu
                 st->state = H1_CK_DATA_CR;
             continue;
         }
+        uint8_t before = st->state;
         if (st->state >= sizeof(h1_ck_handlers) / sizeof(h1_ck_handlers[0]) ||
             h1_ck_handlers[st->state](st, (unsigned char)in[i]) < 0) {
             st->state = H1_CK_ERROR;
             rc = -1;
             break;
         }
+        bool trailer_byte = (before == H1_CK_TR_START && st->state == H1_CK_TR_NAME) ||
+                            before == H1_CK_TR_NAME || before == H1_CK_TR_VALUE || before == H1_CK_TR_LF;
+        if (st->trailers && trailer_byte)
+            sbuf_append(st->trailers, in + i, 1); /* a trailer line byte, not the final CRLF */
         i++;
     }
     if (st->state == H1_CK_DONE)

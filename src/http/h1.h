@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/sbuf.h"
 #include "http/msg.h"
 
 struct h1_limits {
@@ -37,13 +38,16 @@ enum h1_body_kind h1_response_body_kind(const struct http_msg *resp, enum http_m
 enum h1_body_kind h1_request_body_kind(const struct http_msg *req);
 
 /* Incremental chunked decoder (RFC 9112 §7.1). Chunk extensions are skipped; trailer fields are
- * read and dropped (bounded by H1_CHUNKED_MAX_TRAILER bytes). */
+ * checked (token name, field-value bytes, CRLF; bounded by H1_CHUNKED_MAX_TRAILER bytes) and
+ * dropped, or kept when `trailers` is set. */
 #define H1_CHUNKED_MAX_TRAILER 8192
 struct h1_chunked {
     uint8_t state;      /* private */
     uint8_t size_digits;/* private */
     uint32_t aux;       /* private: bytes seen in the current extension / trailer section */
     uint64_t remaining; /* private: data bytes left in the current chunk */
+    struct sbuf *trailers; /* optional, not owned: receives the trailer field lines, each with its
+                              CRLF (gRPC's status travels there) */
 };
 
 /* Decodes IN[0..LEN) in place: the data bytes found are moved to the start of IN and their count

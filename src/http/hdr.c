@@ -202,6 +202,8 @@ static bool hdr_response_skip(const struct http_msg *resp, const struct hdr_resp
         return true;
     if (str_ieq_cstr(name, "server"))
         return true; /* replaced by ours, or dropped: the backend stays unnamed */
+    if (ctx->hsts.n && str_ieq_cstr(name, "strict-transport-security"))
+        return true;
     for (size_t i = 0; i < ctx->n_security; i++)
         if (str_ieq_cstr(name, ctx->security[i].name))
             return true;
@@ -239,6 +241,8 @@ void hdr_build_response(struct sbuf *out, const struct http_msg *resp, const str
                            str_make(ctx->security[i].value, strlen(ctx->security[i].value)));
     if (ctx->server.n && !hdr_is_set_by_ops(ctx->ops, STR_LIT("server")))
         sbuf_append_header(out, STR_LIT("Server"), ctx->server); /* a route's own rule wins */
+    if (ctx->hsts.n)
+        sbuf_append_header(out, STR_LIT("Strict-Transport-Security"), ctx->hsts);
     if (ctx->fwd->via)
         hdr_append_joined(out, resp, "Via", STR_LIT(""), resp->version_minor ? STR_LIT("1.1 portero")
                                                                              : STR_LIT("1.0 portero"));

@@ -52,6 +52,8 @@ struct hdr_response_ctx {
     size_t n_security;
     struct str server;                 /* Server value to send instead of the origin's; empty:
                                           drop the origin's and send none */
+    struct str hsts;                   /* Strict-Transport-Security value of a TLS listener (replaces
+                                          the origin's); empty: leave the origin's alone */
 };
 
 /* Appends the response head for the client (status line always HTTP/1.1, RFC 9110 §6.2). */

@@ -95,6 +95,9 @@ struct policy_run {
 enum policy_result policy_run(struct policy_run *run, const struct policy_req *rq);
 /* The owner goes away while a step is pending: nothing will be called back. */
 void policy_run_cancel(struct policy_run *run);
+/* Adds a header to set on the forwarded request: every client header of that name is dropped,
+ * and VALUE (copied) sent unless NULL. NAME must outlive RUN. */
+void policy_set_header(struct policy_run *run, const char *name, const char *value);
 /* Frees the results (keeps RUN reusable: zeroed but for its buffers). */
 void policy_run_clear(struct policy_run *run);
 

@@ -51,7 +51,6 @@ struct ratelimit_table *policy_buckets(void);
 /* Ends the run with STATUS (REASON is static text for logs). */
 enum policy_result policy_answer(struct policy_run *run, int status, const char *reason);
 /* Adds a header to set upstream; VALUE copied (NULL: only drop the client's). */
-void policy_set_header(struct policy_run *run, const char *name, const char *value);
 
 /* The steps: each returns PASS to go on, ANSWER, or PENDING (then resumes where it stopped). */
 enum policy_result policy_step_acl(struct policy_run *run, const struct policy_req *rq,

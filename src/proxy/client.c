@@ -11,24 +11,28 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/sock.h"
 #include "http/h1.h"
 #include "http/hdr.h"
 #include "http/proxyproto.h"
 #include "policy/policy.h"
 #include "proxy/exchange.h"
+#include "proxy/h2_server.h"
 #include "proxy/worker.h"
+#include "tls/tls.h"
 
 /* Header arrays live on the stack while a head is parsed; the exchange copies what it keeps. */
 #define CLIENT_MAX_HEADERS_STACK 256
 
 static void client_read_head(struct client *c);
 static void client_linger_read(struct client *c);
+static void client_tls_step(struct client *c);
 
 /* Keeps the worker's count of idle client connections (a metrics gauge) in step. */
 static void client_set_busy(struct client *c, bool busy)
 {
     struct worker *w = c->w;
-    if (c->busy == busy)
+    if (c->busy == busy || c->parent)
         return;
     c->busy = busy;
     w->n_idle_clients += busy ? -1u : 1u;
@@ -37,7 +41,9 @@ static void client_set_busy(struct client *c, bool busy)
 
 static void client_free_task(struct loop_task *task)
 {
-    free(container_of(task, struct client, task));
+    struct client *c = container_of(task, struct client, task);
+    free(c->tls_subject);
+    free(c);
 }
 
 static void client_resume_task(struct loop_task *task)
@@ -54,7 +60,11 @@ static void client_resume_task(struct loop_task *task)
 static void client_on_timer(struct loop_timer *t)
 {
     struct client *c = container_of(t, struct client, timer);
-    if (c->lingering) {
+    if (c->h2) {
+        h2s_on_timer(c->h2);
+        return;
+    }
+    if (c->lingering || c->tls_handshaking) { /* a handshake counts against header_timeout */
         client_close(c);
         return;
     }
@@ -70,17 +80,52 @@ static void client_on_timer(struct loop_timer *t)
     client_close(c); /* keep-alive idle: close silently, RFC 9112 §9.6 */
 }
 
+/* A stream client ends with its exchange: the HTTP/2 session resets the stream if unfinished and
+ * frees the client once nghttp2 is done with the stream. */
+static void client_close_stream(struct client *c)
+{
+    c->closed = true;
+    if (c->ex)
+        exchange_abort(c->ex);
+    loop_timer_stop(c->w->loop, &c->timer);
+    loop_cancel(c->w->loop, &c->task);
+    buf_put(c->in);
+    c->in = NULL;
+    h2s_stream_close(c);
+}
+
+static void client_free_tls(struct client *c)
+{
+    if (c->tls_gen)
+        worker_gen_release(c->w, c->tls_gen);
+    c->tls_gen = NULL;
+    if (c->xp.ops == &tls_xport_ops)
+        SSL_free(c->xp.ctx);
+    c->xp.ops = NULL;
+    c->xp.ctx = NULL;
+}
+
 void client_close(struct client *c)
 {
     if (c->closed)
         return;
+    if (c->parent) {
+        client_close_stream(c);
+        return;
+    }
     struct worker *w = c->w;
     if (c->ex)
         exchange_abort(c->ex);
+    if (c->h2) {
+        struct h2_server *h2 = c->h2;
+        c->h2 = NULL;
+        h2s_free(h2); /* aborts every stream's exchange */
+    }
     client_set_busy(c, true); /* leaves the idle count */
     c->closed = true;
     loop_timer_stop(w->loop, &c->timer);
     loop_cancel(w->loop, &c->task);
+    client_free_tls(c);
     close(c->io.fd); /* our only reference: close(2) takes it out of epoll, no EPOLL_CTL_DEL */
     if (c->ip_counted)
         policy_conn_release(&c->peer.sa);
@@ -108,7 +153,11 @@ static void client_on_event(struct loop_io *io, uint32_t events)
         c->rdhup = true; /* an EOF waits behind the data: keep reading until it shows */
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->writable = true;
-    if (c->lingering)
+    if (c->h2)
+        h2s_on_event(c->h2, events);
+    else if (c->tls_handshaking)
+        client_tls_step(c);
+    else if (c->lingering)
         client_linger_read(c);
     else if (c->ex)
         exchange_on_client_event(c->ex, events);
@@ -127,7 +176,7 @@ static void client_linger_read(struct client *c)
 {
     char scratch[4096];
     for (;;) {
-        ssize_t n = read(c->io.fd, scratch, sizeof scratch);
+        ssize_t n = xport_read(&c->xp, scratch, sizeof scratch);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (n < 0 && errno == EINTR)
@@ -142,7 +191,7 @@ static void client_linger_read(struct client *c)
 
 static void client_linger(struct client *c)
 {
-    if (c->rdhup || shutdown(c->io.fd, SHUT_WR) < 0) {
+    if (c->rdhup || xport_shutdown_wr(&c->xp) < 0) {
         client_close(c); /* the client is done sending: nothing to wait for */
         return;
     }
@@ -212,13 +261,39 @@ static bool client_count_ip(struct client *c, const struct conf_listener *cl)
     return false;
 }
 
-static const struct conf_listener *client_listener(const struct client *c)
+const struct conf_listener *client_listener(const struct client *c)
 {
-    const struct config *cfg = worker_config(c->w);
-    for (size_t i = 0; i < cfg->n_listeners; i++)
-        if (strcmp(cfg->listeners[i].address, c->listener) == 0)
-            return &cfg->listeners[i];
-    return NULL;
+    return worker_find_listener(worker_config(c->w), c->listener);
+}
+
+/* RFC 9113 §3.4: a cleartext connection whose first bytes are the client preface speaks HTTP/2
+ * (prior knowledge). Returns 1 when C->in holds the whole preface, 0 when what it holds so far
+ * could still be one (wait), -1 when it is not. */
+static const char client_h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+static int client_sniff_h2(struct client *c)
+{
+    size_t need = sizeof client_h2_preface - 1, have = buf_len(c->in);
+    if (c->requests || c->tls || c->parent)
+        return -1;
+    const struct conf_listener *cl = client_listener(c);
+    if (!cl || !cl->http2.enabled)
+        return -1;
+    if (memcmp(buf_rptr(c->in), client_h2_preface, have < need ? have : need) != 0)
+        return -1;
+    return have >= need ? 1 : 0;
+}
+
+/* Hands the connection to the HTTP/2 session; false when it had to close. */
+static bool client_start_h2(struct client *c)
+{
+    client_set_busy(c, true);
+    loop_timer_stop(c->w->loop, &c->timer);
+    c->head_timer_armed = false;
+    if (h2s_start(c) < 0) {
+        client_close(c);
+        return false;
+    }
+    return true;
 }
 
 /* The PROXY header (HAProxy PROXY protocol v1/v2) at the start of C->in gives the real client.
@@ -259,7 +334,12 @@ static void client_read_head(struct client *c)
                 return;
             }
         }
-        if (!c->proxy_pending && buf_len(c->in) && client_try_parse(c))
+        int h2 = c->proxy_pending || !buf_len(c->in) ? -1 : client_sniff_h2(c);
+        if (h2 > 0) {
+            client_start_h2(c);
+            return;
+        }
+        if (h2 < 0 && !c->proxy_pending && buf_len(c->in) && client_try_parse(c))
             return;
         if (!c->readable)
             break;
@@ -268,7 +348,7 @@ static void client_read_head(struct client *c)
             exchange_reject(c, 431);
             return;
         }
-        ssize_t n = read(c->io.fd, buf_wptr(c->in), buf_space(c->in));
+        ssize_t n = xport_read(&c->xp, buf_wptr(c->in), buf_space(c->in));
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             c->readable = false;
             break;
@@ -292,6 +372,11 @@ static void client_read_head(struct client *c)
 void client_exchange_done(struct client *c, bool keep_alive)
 {
     struct worker *w = c->w;
+    if (c->parent) {
+        loop_timer_stop(w->loop, &c->timer);
+        h2s_stream_done(c); /* the stream carried one request: it ends with it */
+        return;
+    }
     if (!keep_alive || w->draining) {
         client_linger(c);
         return;
@@ -310,7 +395,7 @@ void client_exchange_done(struct client *c, bool keep_alive)
 
 void client_no_delay(struct client *c)
 {
-    if (c->no_delay)
+    if (c->no_delay || c->parent)
         return;
     /* Our writes are whole messages or large pieces: Nagle would only hold back the tail of a
      * long response until the client's delayed ACK (tens of milliseconds). Set on the first
@@ -322,6 +407,10 @@ void client_no_delay(struct client *c)
 
 void client_drain(struct client *c)
 {
+    if (c->h2) {
+        h2s_drain(c->h2); /* GOAWAY: the streams in flight finish */
+        return;
+    }
     /* Close only what is idle between requests. A connection not yet past its first request was
      * accepted for one that may be on the wire right now: serve it (with Connection: close). */
     if (c->lingering || (!c->ex && c->requests > 0 && !(c->in && buf_len(c->in))))
@@ -344,6 +433,124 @@ void client_shed(int fd, int status)
     }
     shutdown(fd, SHUT_WR);
     close(fd);
+}
+
+/* --- TLS ---------------------------------------------------------------------------------------- */
+
+/* Starts the server side of a handshake on C with its listener's certificates. The generation is
+ * held until the handshake ends: its SNI, ALPN and OCSP callbacks point into that runtime. */
+static int client_tls_begin(struct client *c, const struct conf_listener *cl)
+{
+    struct worker_gen *gen = worker_gen_use(c->w);
+    const struct config *cfg = gen->rt->cfg;
+    size_t idx = (size_t)(cl - cfg->listeners);
+    struct tls_server *ts = idx < cfg->n_listeners && gen->rt->listener_tls ? gen->rt->listener_tls[idx] : NULL;
+    SSL *ssl = ts ? tls_server_ssl(ts, c->io.fd) : NULL;
+    if (!ssl) {
+        worker_gen_release(c->w, gen);
+        return -1;
+    }
+    c->xp.ops = &tls_xport_ops;
+    c->xp.ctx = ssl;
+    c->tls_gen = gen;
+    c->tls_handshaking = true;
+    return 0;
+}
+
+static void client_tls_done(struct client *c)
+{
+    char subject[1024];
+    c->tls_handshaking = false;
+    c->tls = true;
+    STATS_ADD(c->w->stats.tls_handshakes, 1);
+    if (SSL_session_reused(c->xp.ctx))
+        STATS_ADD(c->w->stats.tls_resumed, 1);
+    worker_gen_release(c->w, c->tls_gen);
+    c->tls_gen = NULL;
+    if (tls_peer_subject(c->xp.ctx, subject, sizeof subject))
+        c->tls_subject = strdup(subject);
+    const struct conf_listener *cl = client_listener(c);
+    if (tls_alpn_h2(c->xp.ctx) && cl && cl->http2.enabled) {
+        client_start_h2(c);
+        return;
+    }
+    client_read_head(c); /* the request may already sit decrypted inside the SSL */
+}
+
+static void client_tls_step(struct client *c)
+{
+    char err[256];
+    bool want_write = false;
+    int r = tls_handshake(c->xp.ctx, &want_write, err, sizeof err);
+    if (r > 0) {
+        c->readable = true;
+        client_tls_done(c);
+        return;
+    }
+    if (r < 0) {
+        char ip[48];
+        sock_format_ip(&c->peer.sa, ip, sizeof ip);
+        log_debug("client %s: TLS handshake failed: %s", ip, err);
+        STATS_ADD(c->w->stats.tls_handshake_failed, 1);
+        client_close(c);
+    }
+}
+
+/* --- HTTP/2 stream clients ------------------------------------------------------------------------ */
+
+static void client_stream_task(struct loop_task *task)
+{
+    struct client *s = container_of(task, struct client, task);
+    if (s->closed)
+        return;
+    if (s->ex)
+        exchange_on_client_event(s->ex, 0);
+    else if (s->readable)
+        client_read_head(s);
+}
+
+static void client_stream_timer(struct loop_timer *t)
+{
+    struct client *s = container_of(t, struct client, timer);
+    if (s->ex)
+        exchange_on_client_timeout(s->ex);
+    else
+        client_close(s);
+}
+
+struct client *client_stream_new(struct client *parent)
+{
+    struct client *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->w = parent->w;
+    s->parent = parent;
+    s->listener = parent->listener;
+    s->peer = parent->peer;
+    s->tls = parent->tls;
+    s->tls_subject = parent->tls_subject ? strdup(parent->tls_subject) : NULL;
+    s->io.fd = -1;
+    s->xp.fd = -1;
+    s->busy = true;
+    s->writable = true;
+    s->task.run = client_stream_task;
+    s->timer.on_fire = client_stream_timer;
+    return s;
+}
+
+void client_stream_free(struct client *s)
+{
+    loop_timer_stop(s->w->loop, &s->timer);
+    loop_cancel(s->w->loop, &s->task);
+    buf_put(s->in);
+    free(s->tls_subject);
+    free(s);
+}
+
+void client_stream_wake(struct client *s)
+{
+    if (!s->closed)
+        loop_defer(s->w->loop, &s->task);
 }
 
 void client_accept(struct worker *w, const char *listener, const struct conf_listener *cl, int fd,
@@ -372,6 +579,14 @@ void client_accept(struct worker *w, const char *listener, const struct conf_lis
         return;
     }
     c->io.fd = fd;
+    c->xp.fd = fd;
+    if (cl && cl->tls.enabled && client_tls_begin(c, cl) < 0) {
+        if (c->ip_counted)
+            policy_conn_release(&c->peer.sa);
+        close(fd);
+        free(c);
+        return;
+    }
     c->io.on_event = client_on_event;
     c->timer.on_fire = client_on_timer;
     c->task.run = client_resume_task;
@@ -379,6 +594,7 @@ void client_accept(struct worker *w, const char *listener, const struct conf_lis
         log_warn("epoll_ctl: %s", strerror(errno));
         if (c->ip_counted)
             policy_conn_release(&c->peer.sa);
+        client_free_tls(c);
         close(fd);
         free(c);
         return;

@@ -1,5 +1,7 @@
-/* client: one accepted HTTP/1.1 connection — reading request heads, keep-alive, pipelining
- * (one exchange at a time, answered in order), timeouts, and closing. */
+/* client: one accepted connection — the TLS handshake, reading HTTP/1.1 request heads, keep-alive,
+ * pipelining (one exchange at a time, answered in order), timeouts, and closing — or one HTTP/2
+ * stream of such a connection (a "stream client", made by h2_server), which the exchange drives
+ * exactly like an HTTP/1.1 connection carrying one request. */
 #ifndef PORTERO_PROXY_CLIENT_H
 #define PORTERO_PROXY_CLIENT_H
 
@@ -9,15 +11,19 @@
 
 #include "core/buf.h"
 #include "core/loop.h"
+#include "core/xport.h"
 
 struct worker;
 struct worker_listener;
 struct exchange;
 struct conf_listener;
+struct h2_server;
+struct worker_gen;
 
 /* Kept small: an idle keep-alive connection costs this struct and nothing else. */
 struct client {
-    struct loop_io io;
+    struct loop_io io;             /* the socket (unused on a stream client) */
+    struct xport xp;               /* how bytes move: the socket, TLS over it, or an HTTP/2 stream */
     struct loop_timer timer;       /* header, keep-alive, body, send or tunnel deadline */
     struct loop_task task;         /* deferred: next pipelined request, or freeing */
     struct worker *w;
@@ -42,6 +48,13 @@ struct client {
     bool ip_counted;               /* counted against max_connections_per_ip until closed */
     bool lingering;                /* answered and half-closed: dropping what the client still sends */
     uint32_t linger_bytes;
+    bool tls_handshaking;          /* the TLS handshake runs (xp.ctx is the SSL) */
+    bool tls;                      /* the connection is TLS (after the handshake) */
+    struct worker_gen *tls_gen;    /* held while the handshake may call into its certificates */
+    char *tls_subject;             /* verified client certificate subject, owned; NULL if none */
+    struct h2_server *h2;          /* this connection speaks HTTP/2: the session owns its streams */
+    struct client *parent;         /* stream client: the connection it belongs to */
+    void *stream;                  /* stream client: h2_server's stream state */
 };
 
 /* Takes ownership of FD accepted by W's listener at address LISTENER (interned; CL its current
@@ -55,10 +68,24 @@ void client_shed(int fd, int status);
 void client_exchange_done(struct client *c, bool keep_alive);
 /* Sets TCP_NODELAY once: a response is about to take more than one write. */
 void client_no_delay(struct client *c);
-/* Closes the connection now (aborting any exchange). */
+/* Closes the connection now (aborting any exchange); on a stream client, resets the stream. */
 void client_close(struct client *c);
 /* Worker is draining: close if idle between requests, else let the (first or running) exchange
  * finish and close after it. */
 void client_drain(struct client *c);
+
+/* The listener settings C was accepted on, in the worker's current configuration (NULL if the
+ * listener is gone since). */
+const struct conf_listener *client_listener(const struct client *c);
+
+/* --- HTTP/2 stream clients (used by h2_server) --- */
+/* A stream client of connection PARENT: zeroed; worker, peer, listener and TLS facts copied;
+ * xp.fd = -1 (the caller sets xp.ops and xp.ctx); not in the worker's client list. */
+struct client *client_stream_new(struct client *parent);
+/* Frees stream client S (its exchange must be gone). */
+void client_stream_free(struct client *s);
+/* Something changed for stream client S (the caller set s->readable / s->writable): runs its
+ * exchange, or the parsing of its head, from a deferred task. */
+void client_stream_wake(struct client *s);
 
 #endif

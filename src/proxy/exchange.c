@@ -34,6 +34,8 @@ static void ex_release_memory(struct exchange *ex)
     sbuf_free(&ex->up_head);
     sbuf_free(&ex->resp_head);
     sbuf_free(&ex->replay);
+    sbuf_free(&ex->req_trailers);
+    sbuf_free(&ex->resp_trailers);
     sbuf_free(&ex->body_hold);
     sbuf_free(&ex->path_norm);
     sbuf_free(&ex->policy.answer_headers);
@@ -101,6 +103,10 @@ static struct exchange *ex_alloc(void)
     ex->up_head = keep.up_head;
     ex->resp_head = keep.resp_head;
     ex->replay = keep.replay;
+    ex->req_trailers = keep.req_trailers;
+    ex->resp_trailers = keep.resp_trailers;
+    sbuf_reset(&ex->req_trailers);
+    sbuf_reset(&ex->resp_trailers);
     ex->body_hold = keep.body_hold;
     ex->path_norm = keep.path_norm;
     sbuf_reset(&ex->path_norm);
@@ -230,6 +236,18 @@ void ex_arm_client_timer(struct exchange *ex, uint64_t ms)
     loop_timer_after(ex->w->loop, &ex->c->timer, ms);
 }
 
+/* RFC 6797 §6.1: Strict-Transport-Security, sent only over TLS, when the listener asks. */
+struct str ex_hsts(const struct exchange *ex, char *buf, size_t cap)
+{
+    const struct conf_listener *l = ex->lcfg;
+    if (!ex->c->tls || !l || !l->tls.hsts_max_age_s)
+        return STR_LIT("");
+    int n = snprintf(buf, cap, "max-age=%llu%s%s", (unsigned long long)l->tls.hsts_max_age_s,
+                     l->tls.hsts_include_subdomains ? "; includeSubDomains" : "",
+                     l->tls.hsts_preload ? "; preload" : "");
+    return n > 0 && (size_t)n < cap ? str_make(buf, (size_t)n) : STR_LIT("");
+}
+
 /* --- request forwarding and response head ------------------------------------------------------ */
 
 /* Writes pending interim heads (100 Continue, 103) to the client before the final response. */
@@ -237,7 +255,7 @@ static enum ex_step ex_flush_interim(struct exchange *ex)
 {
     struct client *c = ex->c;
     while (ex->resp_head_off < ex->resp_head.len && c->writable) {
-        ssize_t w = write(c->io.fd, ex->resp_head.p + ex->resp_head_off, ex->resp_head.len - ex->resp_head_off);
+        ssize_t w = xport_write(&c->xp, ex->resp_head.p + ex->resp_head_off, ex->resp_head.len - ex->resp_head_off);
         if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             c->writable = false;
             break;
@@ -265,7 +283,7 @@ static enum ex_step ex_pump_request(struct exchange *ex)
     if (ex->req_done)
         return EX_AGAIN;
     uint64_t before = ex->req_pump.bytes_out;
-    enum pump_status s = pump_run(&ex->req_pump, &c->in, c->io.fd, &c->readable, ex->uc->io.fd, &ex->uc->writable);
+    enum pump_status s = pump_run(&ex->req_pump, &c->in, &c->xp, &c->readable, &ex->uc->xp, &ex->uc->writable);
     if (s == PUMP_BLOCKED && !ex->resp_started && ex_body_too_slow(ex, ex->req_pump.body)) {
         ex->client_close = true;
         return ex_fail_upstream(ex, 408);
@@ -329,7 +347,7 @@ static enum ex_step ex_read_head(struct exchange *ex)
             return EX_WAIT;
         if (buf_space(uc->in) == 0)
             return ex_upstream_failed(ex, 502, "response head too large");
-        ssize_t n = read(uc->io.fd, buf_wptr(uc->in), buf_space(uc->in));
+        ssize_t n = xport_read(&uc->xp, buf_wptr(uc->in), buf_space(uc->in));
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             uc->readable = false;
             return EX_WAIT;
@@ -411,6 +429,7 @@ static bool ex_retry_status(const struct exchange *ex, int status)
 static enum ex_step ex_begin_response(struct exchange *ex)
 {
     struct http_msg *resp = &ex->resp;
+    char hsts_buf[96];
     if (resp->status == 101)
         return ex->tunnel_requested ? ex_start_tunnel(ex) : ex_upstream_failed(ex, 502, "unexpected 101");
     if (resp->status < 200)
@@ -430,7 +449,7 @@ static enum ex_step ex_begin_response(struct exchange *ex)
         .length = kind == H1_BODY_LENGTH ? (uint64_t)resp->content_length : 0,
         .close = ex->client_close, .keep_alive_10 = ex->req.version_minor == 0,
         .security = ex->route->security_headers, .n_security = ex->route->n_security_headers,
-        .server = hdr_server_value(ex->cfg),
+        .server = hdr_server_value(ex->cfg), .hsts = ex_hsts(ex, hsts_buf, sizeof hsts_buf),
     };
     hdr_build_response(&ex->resp_head, resp, &rc);
     ex->status = resp->status;
@@ -440,6 +459,8 @@ static enum ex_step ex_begin_response(struct exchange *ex)
     buf_consume(ex->uc->in, resp->head_len);
     pump_init(&ex->resp_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)resp->content_length : 0,
               framing == HDR_FRAME_CHUNKED, &ex->resp_head);
+    if (kind == H1_BODY_CHUNKED && framing == HDR_FRAME_CHUNKED)
+        ex->resp_pump.dec.trailers = &ex->resp_trailers; /* gRPC's status travels in trailers */
     ex->resp_pump.prefix_off = ex->resp_head_off;
     loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->idle_timeout_ms);
     ex->state = EX_BODY;
@@ -454,7 +475,7 @@ static enum ex_step ex_body_step(struct exchange *ex)
     if (st == EX_GONE)
         return EX_GONE;
     uint64_t before = ex->resp_pump.bytes_out;
-    enum pump_status s = pump_run(&ex->resp_pump, &uc->in, uc->io.fd, &uc->readable, c->io.fd, &c->writable);
+    enum pump_status s = pump_run(&ex->resp_pump, &uc->in, &uc->xp, &uc->readable, &c->xp, &c->writable);
     if (ex->resp_pump.bytes_out != before) {
         loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->idle_timeout_ms);
         ex_arm_client_timer(ex, ex->cfg->limits.send_timeout_ms);
@@ -490,18 +511,18 @@ static enum ex_step ex_tunnel_step(struct exchange *ex)
     uint64_t before = ex->req_pump.bytes_out + ex->resp_pump.bytes_out;
     enum pump_status up = PUMP_DONE, down;
     if (!ex->req_done) {
-        up = pump_run(&ex->req_pump, &c->in, c->io.fd, &c->readable, uc->io.fd, &uc->writable);
+        up = pump_run(&ex->req_pump, &c->in, &c->xp, &c->readable, &uc->xp, &uc->writable);
         if (up == PUMP_DONE) {
             ex->req_done = true;
-            shutdown(uc->io.fd, SHUT_WR);
+            xport_shutdown_wr(&uc->xp);
         }
     }
-    down = pump_run(&ex->resp_pump, &uc->in, uc->io.fd, &uc->readable, c->io.fd, &c->writable);
+    down = pump_run(&ex->resp_pump, &uc->in, &uc->xp, &uc->readable, &c->xp, &c->writable);
     if (up > PUMP_DONE || down > PUMP_DONE)
         return ex_abort_client(ex);
     if (down == PUMP_DONE) {
         if (!ex->req_done)
-            shutdown(c->io.fd, SHUT_WR);
+            xport_shutdown_wr(&c->xp);
         if (ex->req_done)
             return ex_finish(ex, false);
     }
@@ -605,6 +626,7 @@ static struct exchange *ex_new(struct client *c)
     ex->upstream_ms = -1;
     ex->t_start = loop_now(w->loop);
     ex->up_timer.on_fire = ex_on_up_timer;
+    ex->lcfg = worker_find_listener(ex->cfg, c->listener);
     sock_format_ip(&c->peer.sa, ex->peer_ip, sizeof ex->peer_ip);
     memcpy(ex->client_ip, ex->peer_ip, sizeof ex->client_ip);
     memcpy(&ex->client_addr, &c->peer, sizeof c->peer);
@@ -681,7 +703,7 @@ static enum ex_step ex_forward(struct exchange *ex)
     struct hdr_request_ctx rc = {
         .fwd = &ex->cfg->forwarding, .ops = &r->request_headers, .path = str_make(path, (size_t)plen),
         .client_ip = str_make(ex->peer_ip, strlen(ex->peer_ip)),
-        .client_ipv6 = ex->c->peer.sa.sa_family == AF_INET6, .scheme = "http",
+        .client_ipv6 = ex->c->peer.sa.sa_family == AF_INET6, .scheme = ex->c->tls ? "https" : "http",
         .fallback_host = str_make(r->upstream->servers[0].address, strlen(r->upstream->servers[0].address)),
         .tunnel = ex->tunnel_requested,
         .framing = kind == H1_BODY_CHUNKED ? HDR_FRAME_CHUNKED : kind == H1_BODY_LENGTH ? HDR_FRAME_LENGTH : HDR_FRAME_NONE,
@@ -703,6 +725,8 @@ static enum ex_step ex_forward(struct exchange *ex)
     pump_init(&ex->req_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)req->content_length : 0,
               kind == H1_BODY_CHUNKED, &ex->up_head);
     ex->req_pump.limit = max;
+    if (kind == H1_BODY_CHUNKED)
+        ex->req_pump.dec.trailers = &ex->req_trailers;
     ex_keep_replay(ex, kind);
     if (req->expect_continue && kind != H1_BODY_NONE && req->version_minor >= 1 && !ex->body_uninspected)
         sbuf_append(&ex->resp_head, ex_continue_line, EX_CONTINUE_LEN);
@@ -727,6 +751,8 @@ static enum ex_step ex_dispatch(struct exchange *ex)
 {
     if (ex->req.conn_close || ex->w->draining)
         ex->client_close = true;
+    if (ex->lcfg && ex->lcfg->redirect_https && !ex->c->tls)
+        return ex_redirect_https(ex, ex->lcfg->redirect_https);
     if (ex_normalize_path(ex) < 0)
         return ex_send_error(ex, 400);
     ex->route = route_match(ex->cfg, &ex->req);
@@ -746,6 +772,8 @@ void exchange_start(struct client *c, struct http_msg *req)
         client_close(c);
         return;
     }
+    if (ex->lcfg && ex->lcfg->tls.client_auth != TLS_CLIENT_AUTH_OFF) /* never trust the client's own */
+        policy_set_header(&ex->policy, ex->lcfg->tls.client_subject_header, c->tls_subject);
     if (ex->cfg->n_trusted_proxies) {
         policy_real_client(ex->cfg, &c->peer.sa, &ex->req, &ex->client_addr);
         sock_format_ip((const struct sockaddr *)&ex->client_addr, ex->client_ip, sizeof ex->client_ip);

@@ -55,6 +55,10 @@ static void ex_local_head(struct exchange *ex, int status, size_t body_len)
     struct str server = hdr_server_value(ex->cfg);
     if (server.n)
         sbuf_append_header(h, STR_LIT("Server"), server);
+    char hsts_buf[96];
+    struct str hsts = ex_hsts(ex, hsts_buf, sizeof hsts_buf);
+    if (hsts.n)
+        sbuf_append_header(h, STR_LIT("Strict-Transport-Security"), hsts);
     for (size_t i = 0; ex->route && i < ex->route->n_security_headers; i++) {
         const struct conf_header_kv *kv = &ex->route->security_headers[i];
         sbuf_append_header(h, str_make(kv->name, strlen(kv->name)), str_make(kv->value, strlen(kv->value)));
@@ -106,7 +110,8 @@ static struct str ex_local_host(const struct exchange *ex, char *buf, size_t cap
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     char ip[64];
-    if (getsockname(ex->c->io.fd, (struct sockaddr *)&ss, &len) < 0 ||
+    const struct client *conn = ex->c->parent ? ex->c->parent : ex->c;
+    if (getsockname(conn->io.fd, (struct sockaddr *)&ss, &len) < 0 ||
         !sock_format_ip((const struct sockaddr *)&ss, ip, sizeof ip))
         return STR_LIT("");
     unsigned port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
@@ -119,7 +124,8 @@ enum ex_step ex_redirect_route(struct exchange *ex)
 {
     char location[8192], local[96];
     struct str host = ex->req.host.n ? ex->req.host : ex_local_host(ex, local, sizeof local);
-    int n = route_redirect_location(ex->route, host, ex->req.path, "http", location, sizeof location);
+    int n = route_redirect_location(ex->route, host, ex->req.path, ex->c->tls ? "https" : "http", location,
+                                    sizeof location);
     if (n < 0)
         return ex_send_error(ex, 414);
     ex_local_head(ex, ex->route->redirect_status, 0);
@@ -128,10 +134,37 @@ enum ex_step ex_redirect_route(struct exchange *ex)
     return ex_send_local(ex, ex->route->redirect_status);
 }
 
+/* A plain listener with `redirect_https`: every request is sent to the same place over https
+ * (301 for GET and HEAD; 308 keeps the method and body of the others, RFC 9110 §15.4.9). */
+enum ex_step ex_redirect_https(struct exchange *ex, uint32_t port)
+{
+    char location[8192], local[96], portbuf[16] = "";
+    struct str host = ex->req.host.n ? ex->req.host : ex_local_host(ex, local, sizeof local);
+    size_t hn = host.n;
+    if (hn && host.p[0] == '[') {
+        const char *end = memchr(host.p, ']', host.n);
+        hn = end ? (size_t)(end - host.p) + 1 : host.n;
+    } else {
+        const char *colon = hn ? memchr(host.p, ':', host.n) : NULL;
+        hn = colon ? (size_t)(colon - host.p) : host.n;
+    }
+    if (port != 443)
+        snprintf(portbuf, sizeof portbuf, ":%u", port);
+    int n = snprintf(location, sizeof location, "https://%.*s%s%.*s", (int)hn, host.p, portbuf,
+                     (int)ex->req.target.n, ex->req.target.p);
+    if (n < 0 || (size_t)n >= sizeof location)
+        return ex_send_error(ex, 414);
+    int status = ex->req.method_id == HTTP_METHOD_GET || ex->req.method_id == HTTP_METHOD_HEAD ? 301 : 308;
+    ex_local_head(ex, status, 0);
+    sbuf_append_header(&ex->resp_head, STR_LIT("Location"), str_make(location, (size_t)n));
+    sbuf_append(&ex->resp_head, "\r\n", 2);
+    return ex_send_local(ex, status);
+}
+
 enum ex_step ex_local_step(struct exchange *ex)
 {
     struct client *c = ex->c;
-    enum pump_status s = pump_run(&ex->resp_pump, &c->in, c->io.fd, &c->readable, c->io.fd, &c->writable);
+    enum pump_status s = pump_run(&ex->resp_pump, &c->in, &c->xp, &c->readable, &c->xp, &c->writable);
     if (s == PUMP_DONE)
         return ex_finish(ex, false);
     if (s != PUMP_BLOCKED)

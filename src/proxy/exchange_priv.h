@@ -34,6 +34,7 @@ struct exchange {
     uint32_t resp_hdrs_cap;
     size_t tried_cap;
     const struct conf_route *route;
+    const struct conf_listener *lcfg; /* the listener it came in on (in cfg), NULL if gone */
     uint64_t t_start;
     char client_ip[48];               /* the real client (behind trusted proxies) */
     char peer_ip[48];                 /* who connected: appended to X-Forwarded-For */
@@ -58,6 +59,8 @@ struct exchange {
     struct sbuf up_head;              /* request head sent upstream, kept for a retry */
     struct pump req_pump;             /* client -> upstream body */
     struct sbuf replay;               /* copy of a small idempotent request's body, for a retry */
+    struct sbuf req_trailers;         /* a chunked request's trailer fields, passed on */
+    struct sbuf resp_trailers;        /* a chunked response's trailer fields (grpc-status) */
     bool req_done;
     uint64_t t_upstream;              /* when the upstream attempt started */
     int64_t upstream_ms;
@@ -88,10 +91,12 @@ void ex_run(struct exchange *ex);
 const struct conf_server *ex_server(const struct exchange *ex);
 void ex_server_begin(struct exchange *ex, int server);
 void ex_server_end(struct exchange *ex);
+struct str ex_hsts(const struct exchange *ex, char *buf, size_t cap);
 
 /* exchange_local.c: answers portero composes itself */
 enum ex_step ex_local_step(struct exchange *ex);
 enum ex_step ex_redirect_route(struct exchange *ex);
+enum ex_step ex_redirect_https(struct exchange *ex, uint32_t port);
 enum ex_step ex_respond_route(struct exchange *ex);
 enum ex_step ex_send_answer(struct exchange *ex, int status, const struct sbuf *extra);
 enum ex_step ex_send_error(struct exchange *ex, int status);

@@ -44,7 +44,7 @@ enum ex_step ex_hold_body_step(struct exchange *ex)
 {
     struct client *c = ex->c;
     bool no_socket = false;
-    enum pump_status s = pump_run(&ex->hold_pump, &c->in, c->io.fd, &c->readable, -1, &no_socket);
+    enum pump_status s = pump_run(&ex->hold_pump, &c->in, &c->xp, &c->readable, NULL, &no_socket);
     if (s == PUMP_DONE) {
         ex->body_held = true;
         return ex_policy_step(ex);
@@ -83,7 +83,7 @@ enum ex_step ex_begin_steps(struct exchange *ex)
         return ex_policy_step(ex);
     }
     if (ex->req.expect_continue && ex->req.version_minor >= 1 &&
-        write(ex->c->io.fd, ex_continue_line, EX_CONTINUE_LEN) < 0)
+        xport_write(&ex->c->xp, ex_continue_line, EX_CONTINUE_LEN) < 0)
         return ex_abort_client(ex); /* RFC 9110 §10.1.1: ask for the body we are about to read */
     pump_init(&ex->hold_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)ex->req.content_length : 0,
               false, NULL);

@@ -3,11 +3,13 @@
 #include "proxy/exchange_priv.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "core/sock.h"
 #include "proxy/client.h"
+#include "proxy/h2_upstream.h"
 #include "proxy/select.h"
 
 /* --- upstream connection ---------------------------------------------------------------------- */
@@ -157,7 +159,7 @@ enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why
 {
     const struct conf_upstream *up = ex->route->upstream;
     bool replayable = ex_replayable(ex);
-    bool sent = ex->reused || (ex->uc && ex->uc->connected);
+    bool sent = ex->reused || (ex->uc && ex->uc->ready);
     log_info("upstream %s server %s: %s", up->name, ex_server(ex)->address, why);
     if (ex->reused && !ex->retried_reused && replayable && http_method_is_idempotent(ex->req.method_id)) {
         /* The server may have closed a pooled connection just as we reused it: one fresh try,
@@ -173,15 +175,42 @@ enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why
     return ex_fail_upstream(ex, status);
 }
 
+/* TLS to the server (upstream `tls:`), within the connect timeout. */
+static enum ex_step ex_tls_step(struct exchange *ex)
+{
+    struct upstream_conn *uc = ex->uc;
+    char err[256], why[320];
+    int r = upstream_tls_step(uc, err, sizeof err);
+    if (r > 0)
+        return EX_AGAIN;
+    if (r == 0)
+        return EX_WAIT;
+    STATS_ADD(ex->w->stats.upstream_tls_failed, 1);
+    snprintf(why, sizeof why, "TLS handshake failed: %s", err);
+    return ex_upstream_failed(ex, 502, why);
+}
+
 enum ex_step ex_connect_step(struct exchange *ex)
 {
     struct upstream_conn *uc = ex->uc;
-    if (!uc->writable)
-        return EX_WAIT;
-    int err = sock_error(uc->io.fd);
-    if (err)
-        return ex_upstream_failed(ex, 502, strerror(err));
-    uc->connected = true;
+    if (!uc->connected) {
+        if (!uc->writable)
+            return EX_WAIT;
+        int err = sock_error(uc->io.fd);
+        if (err)
+            return ex_upstream_failed(ex, 502, strerror(err));
+        uc->connected = true;
+        if (uc->pool->tls && upstream_tls_begin(uc) < 0)
+            return ex_upstream_failed(ex, 502, "TLS set-up failed");
+    }
+    if (uc->tls_handshaking) {
+        enum ex_step st = ex_tls_step(ex);
+        if (st != EX_AGAIN || ex->state != EX_CONNECT)
+            return st;
+    }
+    if (ex->route->upstream->protocol == UPSTREAM_HTTP2 && !uc->h2 && h2u_attach(uc) < 0)
+        return ex_upstream_failed(ex, 502, "HTTP/2 set-up failed");
+    uc->ready = true;
     /* While the request goes out, a server that stops reading is caught by the idle timeout. */
     loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->idle_timeout_ms);
     ex->state = EX_WAIT_HEAD;

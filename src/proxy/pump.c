@@ -5,8 +5,19 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static const char pump_terminator[] = "0\r\n\r\n";
-#define PUMP_TERM_LEN 5
+/* The last chunk, then the trailer section (RFC 9112 §7.1.2), then the final CRLF. */
+static const char pump_last_chunk[] = "0\r\n";
+#define PUMP_LAST_LEN 3
+
+static uint32_t pump_trailer_len(const struct pump *p)
+{
+    return p->dec.trailers ? (uint32_t)p->dec.trailers->len : 0;
+}
+
+static uint32_t pump_term_len(const struct pump *p)
+{
+    return PUMP_LAST_LEN + pump_trailer_len(p) + 2;
+}
 
 void pump_init(struct pump *p, enum h1_body_kind kind, uint64_t length, bool out_chunked,
                struct sbuf *prefix)
@@ -22,7 +33,7 @@ void pump_init(struct pump *p, enum h1_body_kind kind, uint64_t length, bool out
 bool pump_finished(const struct pump *p)
 {
     bool prefix_done = !p->prefix || p->prefix_off == p->prefix->len;
-    bool term_done = !p->out_chunked || p->term_sent == PUMP_TERM_LEN;
+    bool term_done = !p->out_chunked || p->term_sent == pump_term_len(p);
     return prefix_done && p->in_done && p->ready == 0 && p->seg_len == 0 && term_done;
 }
 
@@ -61,6 +72,20 @@ static int pump_take(struct pump *p, struct buf *b)
     return 0;
 }
 
+/* Appends what is left of the terminator (last chunk, trailers, CRLF) to IOV[N..]. */
+static int pump_term_iov(const struct pump *p, struct iovec *iov, int n)
+{
+    uint32_t off = p->term_sent, tlen = pump_trailer_len(p);
+    if (off < PUMP_LAST_LEN)
+        iov[n++] = (struct iovec){ (char *)pump_last_chunk + off, PUMP_LAST_LEN - off };
+    off = off > PUMP_LAST_LEN ? off - PUMP_LAST_LEN : 0;
+    if (off < tlen)
+        iov[n++] = (struct iovec){ p->dec.trailers->p + off, tlen - off };
+    off = off > tlen ? off - tlen : 0;
+    iov[n++] = (struct iovec){ (char *)"\r\n" + off, 2 - off };
+    return n;
+}
+
 /* Builds the iovec of what is due next; returns the count. */
 static int pump_iov(struct pump *p, struct buf *b, struct iovec *iov)
 {
@@ -87,8 +112,8 @@ static int pump_iov(struct pump *p, struct buf *b, struct iovec *iov)
         uint32_t crlf_off = off > p->seg_hdr_len + p->seg_len ? off - p->seg_hdr_len - p->seg_len : 0;
         iov[n++] = (struct iovec){ (char *)"\r\n" + crlf_off, 2 - crlf_off };
     }
-    if (p->in_done && p->ready == p->seg_len && p->term_sent < PUMP_TERM_LEN)
-        iov[n++] = (struct iovec){ (char *)pump_terminator + p->term_sent, PUMP_TERM_LEN - p->term_sent };
+    if (p->in_done && p->ready == p->seg_len && p->term_sent < pump_term_len(p))
+        n = pump_term_iov(p, iov, n);
     return n;
 }
 
@@ -119,12 +144,13 @@ static void pump_advance(struct pump *p, struct buf *b, size_t n)
             p->seg_len = 0;
         }
     }
-    p->term_sent += (uint8_t)n;
+    p->term_sent += (uint32_t)n;
 }
 
-static enum pump_status pump_write(struct pump *p, struct buf *b, int fd, bool *writable, bool *progress)
+static enum pump_status pump_write(struct pump *p, struct buf *b, struct xport *dst, bool *writable,
+                                   bool *progress)
 {
-    struct iovec iov[6];
+    struct iovec iov[8];
     if (p->sink) {
         if (p->ready) {
             sbuf_append(p->sink, buf_rptr(b), p->ready);
@@ -138,7 +164,7 @@ static enum pump_status pump_write(struct pump *p, struct buf *b, int fd, bool *
         int n = pump_iov(p, b, iov);
         if (n == 0)
             return PUMP_BLOCKED;
-        ssize_t w = writev(fd, iov, n);
+        ssize_t w = xport_writev(dst, iov, n);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 *writable = false;
@@ -154,7 +180,8 @@ static enum pump_status pump_write(struct pump *p, struct buf *b, int fd, bool *
     return PUMP_BLOCKED;
 }
 
-static enum pump_status pump_read(struct pump *p, struct buf *b, int fd, bool *readable, bool *progress)
+static enum pump_status pump_read(struct pump *p, struct buf *b, struct xport *src, bool *readable,
+                                  bool *progress)
 {
     if (p->in_done || !*readable)
         return PUMP_BLOCKED;
@@ -162,7 +189,7 @@ static enum pump_status pump_read(struct pump *p, struct buf *b, int fd, bool *r
         buf_compact(b);
     if (buf_space(b) == 0)
         return PUMP_BLOCKED;
-    ssize_t r = read(fd, buf_wptr(b), buf_space(b));
+    ssize_t r = xport_read(src, buf_wptr(b), buf_space(b));
     if (r < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             *readable = false;
@@ -185,8 +212,8 @@ static enum pump_status pump_read(struct pump *p, struct buf *b, int fd, bool *r
     return PUMP_BLOCKED;
 }
 
-enum pump_status pump_run(struct pump *p, struct buf **bufp, int src_fd, bool *src_readable,
-                          int dst_fd, bool *dst_writable)
+enum pump_status pump_run(struct pump *p, struct buf **bufp, struct xport *src, bool *src_readable,
+                          struct xport *dst, bool *dst_writable)
 {
     if (!*bufp && !(*bufp = buf_get()))
         return PUMP_NO_MEMORY;
@@ -197,12 +224,12 @@ enum pump_status pump_run(struct pump *p, struct buf **bufp, int src_fd, bool *s
             return PUMP_SRC_ERROR;
         if (p->limit && p->body > p->limit)
             return PUMP_TOO_LARGE; /* checked before writing, so the excess never leaves */
-        enum pump_status s = pump_write(p, b, dst_fd, dst_writable, &progress);
+        enum pump_status s = pump_write(p, b, dst, dst_writable, &progress);
         if (s != PUMP_BLOCKED)
             return s;
         if (pump_finished(p))
             return PUMP_DONE;
-        s = pump_read(p, b, src_fd, src_readable, &progress);
+        s = pump_read(p, b, src, src_readable, &progress);
         if (s != PUMP_BLOCKED)
             return s;
         if (!progress)

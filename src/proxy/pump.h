@@ -12,6 +12,7 @@
 
 #include "core/buf.h"
 #include "core/sbuf.h"
+#include "core/xport.h"
 #include "http/h1.h"
 
 enum pump_status {
@@ -22,12 +23,6 @@ enum pump_status {
     PUMP_DST_ERROR,  /* write error (peer gone) */
     PUMP_NO_MEMORY,
     PUMP_TOO_LARGE   /* the body passed `limit`: nothing past the limit was written */
-};
-
-struct pump_end {
-    int fd;
-    bool *readable;      /* source side flag */
-    bool *writable;      /* destination side flag */
 };
 
 struct pump {
@@ -42,7 +37,8 @@ struct pump {
     uint32_t seg_sent;          /* chunked out: bytes of [size line][data][CRLF] written */
     uint8_t seg_hdr_len;
     char seg_hdr[20];
-    uint8_t term_sent;          /* chunked out: bytes of "0\r\n\r\n" written */
+    uint32_t term_sent;         /* chunked out: bytes of the terminator ("0\r\n", the trailers
+                                   kept in dec.trailers if set, "\r\n") written */
     struct sbuf *prefix;        /* optional head to write before the body, not owned */
     uint32_t prefix_off;
     uint64_t limit;             /* most body bytes allowed, 0 = no limit */
@@ -60,9 +56,10 @@ void pump_init(struct pump *p, enum h1_body_kind kind, uint64_t length, bool out
 
 /* Makes as much progress as readiness allows. *BUF is the source-side buffer: it may hold bytes
  * already read (the start of the body, and bytes past its end which the pump leaves alone); the
- * pump takes one from buf_get() if *BUF is NULL. Returns why it stopped. */
-enum pump_status pump_run(struct pump *p, struct buf **buf, int src_fd, bool *src_readable,
-                          int dst_fd, bool *dst_writable);
+ * pump takes one from buf_get() if *BUF is NULL. DST may be NULL with a sink. Returns why it
+ * stopped. To carry a chunked body's trailers across, set dec.trailers after pump_init. */
+enum pump_status pump_run(struct pump *p, struct buf **buf, struct xport *src, bool *src_readable,
+                          struct xport *dst, bool *dst_writable);
 
 /* True once everything the pump must write has been written. */
 bool pump_finished(const struct pump *p);

@@ -13,6 +13,9 @@
 #include "proxy/balance.h"
 #include "proxy/server_state.h"
 
+struct tls_server;
+struct tls_client;
+
 struct runtime {
     atomic_int refs;
     uint64_t generation;             /* 1, 2, ... in publication order */
@@ -20,6 +23,8 @@ struct runtime {
     struct balance_ring **rings;     /* per upstream, NULL unless balance: hash; owned */
     struct server_state ***states;   /* [upstream][server], one reference each */
     struct policy_set *policy;       /* users files, JWT keys, WAF engines; owned */
+    struct tls_server **listener_tls; /* per listener, NULL without tls; owned */
+    struct tls_client **upstream_tls; /* per upstream, NULL without tls; owned */
 };
 
 /* Builds the runtime of CFG (takes a reference to CFG); PREV, the runtime in use or NULL, lends

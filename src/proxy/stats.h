@@ -64,6 +64,13 @@ struct worker_stats {
     stats_u64 retry_budget_exhausted;
     stats_u64 ejections;
     stats_u64 connections_accepted;
+    stats_u64 tls_handshakes;                 /* completed client handshakes */
+    stats_u64 tls_resumed;                    /* ... of which resumed a session */
+    stats_u64 tls_handshake_failed;
+    stats_u64 h2_connections;                 /* connections that spoke HTTP/2 */
+    stats_u64 h2_streams;                     /* HTTP/2 streams that carried a request */
+    stats_u64 h2_flood_closed;                /* connections closed by a flood defence */
+    stats_u64 upstream_tls_failed;            /* upstream handshakes that failed */
     struct policy_counters policy;            /* what the request steps refused */
 };
 

@@ -12,13 +12,20 @@
 #include "conf/config.h"
 #include "core/buf.h"
 #include "core/loop.h"
+#include "core/xport.h"
 #include "proxy/stats.h"
 
 struct exchange;
 struct upstream_pool;
+struct h2_upstream;
+struct tls_client;
+struct ssl_session_st;
 
 struct upstream_conn {
     struct loop_io io;
+    struct xport xp;                  /* the socket, TLS over it, or the HTTP/2 bridge over those */
+    struct xport inner;               /* under the HTTP/2 bridge: the socket or TLS */
+    struct h2_upstream *h2;           /* HTTP/2 session (protocol: h2), NULL otherwise */
     struct loop_timer idle_timer;     /* pool idle deadline */
     struct loop_task free_task;       /* frees after the current event batch */
     struct upstream_pool *pool;       /* the pool it returns to */
@@ -27,6 +34,8 @@ struct upstream_conn {
     struct buf *in;                   /* response bytes; released when idle */
     bool readable, writable;
     bool connected;                   /* the TCP handshake completed */
+    bool tls_handshaking;             /* TLS handshake in progress (xp.ctx is the SSL) */
+    bool ready;                       /* TCP, TLS and HTTP/2 set-up done: requests may flow */
     bool idle;                        /* linked in its pool's idle list */
     bool rdhup;                       /* the server's FIN was seen: a short read is not "drained" */
     bool closed;
@@ -43,6 +52,8 @@ struct upstream_pool {
     bool closing;                     /* retired generation or draining server: never pool again */
     struct stats_entry *stats;        /* this server's per-worker counters (gauges), may be NULL */
     struct worker_stats *wstats;      /* the worker's counters (gauges), may be NULL */
+    struct tls_client *tls;           /* the upstream's TLS client context (runtime's), or NULL */
+    struct ssl_session_st *tls_session; /* last session with this server, for resumption; owned */
     /* The borrower's handler for events on a lent connection (keeps upstream below exchange). */
     void (*on_lent_event)(struct upstream_conn *uc, uint32_t events);
 };
@@ -55,8 +66,14 @@ struct upstream_conn *upstream_connect(struct upstream_pool *pool);
 void upstream_release(struct upstream_conn *uc, bool reusable);
 /* Closes UC now (lent or idle); memory is freed after the current event batch. */
 void upstream_close(struct upstream_conn *uc);
+/* Starts TLS on UC (connected) with its pool's context, resuming the pool's session. 0 or -1. */
+int upstream_tls_begin(struct upstream_conn *uc);
+/* Advances UC's TLS handshake: 1 done, 0 in progress, -1 failed (reason in ERR). */
+int upstream_tls_step(struct upstream_conn *uc, char *err, size_t cap);
 /* Closes every idle connection of POOL (shutdown). */
 void upstream_pool_close_idle(struct upstream_pool *pool);
+/* Closes POOL's idle connections and frees what it owns (its generation ends). */
+void upstream_pool_free(struct upstream_pool *pool);
 /* Moves every idle connection of FROM into TO (same server, new generation). */
 void upstream_pool_adopt(struct upstream_pool *to, struct upstream_pool *from);
 

@@ -88,6 +88,7 @@ static int worker_gen_upstream(struct worker *w, struct worker_gen *gen, size_t 
         wu->pools[s] = (struct upstream_pool){
             .loop = w->loop, .up = up, .server = &up->servers[s], .on_lent_event = exchange_on_upstream_event,
             .closing = up->servers[s].drain, .stats = gen->server_stats[u][s], .wstats = &w->stats,
+            .tls = gen->rt->upstream_tls ? gen->rt->upstream_tls[u] : NULL,
         };
     }
     return 0;
@@ -99,7 +100,7 @@ static void worker_gen_free(struct worker_gen *gen)
     for (size_t u = 0; gen->ups && u < cfg->n_upstreams; u++) {
         struct worker_upstream *wu = &gen->ups[u];
         for (size_t s = 0; wu->pools && s < cfg->upstreams[u].n_servers; s++)
-            upstream_pool_close_idle(&wu->pools[s]);
+            upstream_pool_free(&wu->pools[s]);
         balance_state_free(&wu->bal);
         free(wu->pools);
         free(wu->skip);
@@ -155,6 +156,20 @@ void worker_gen_release(struct worker *w, struct worker_gen *gen)
         worker_gen_free(gen);
 }
 
+static bool worker_same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Pooled connections carry the old TLS and protocol settings: only equal ones may move over. */
+static bool worker_same_transport(const struct conf_upstream *a, const struct conf_upstream *b)
+{
+    const struct conf_upstream_tls *x = &a->tls, *y = &b->tls;
+    return a->protocol == b->protocol && x->enabled == y->enabled && x->verify == y->verify &&
+           worker_same_str(x->ca, y->ca) && worker_same_str(x->sni, y->sni) &&
+           worker_same_str(x->client_cert, y->client_cert) && worker_same_str(x->client_key, y->client_key);
+}
+
 /* Idle connections to servers that stay (same upstream name and address, not draining) move
  * to the new generation's pools; the rest close when the old generation lets go. */
 static void worker_gen_migrate(struct worker_gen *to, struct worker_gen *from)
@@ -165,7 +180,8 @@ static void worker_gen_migrate(struct worker_gen *to, struct worker_gen *from)
         const struct conf_upstream *nup = config_find_upstream(nc, up->name);
         for (size_t s = 0; nup && s < up->n_servers; s++) {
             for (size_t t = 0; t < nup->n_servers; t++) {
-                if (strcmp(nup->servers[t].address, up->servers[s].address) != 0 || nup->servers[t].drain)
+                if (strcmp(nup->servers[t].address, up->servers[s].address) != 0 || nup->servers[t].drain ||
+                    !worker_same_transport(up, nup))
                     continue;
                 upstream_pool_adopt(&to->ups[nup->index].pools[t], &from->ups[u].pools[s]);
                 break;

@@ -14,6 +14,9 @@
 
 #include "proxy/pump.h"
 
+/* A plain-socket endpoint for one call. */
+#define XP(sock) (&(struct xport){ .fd = (sock) })
+
 /* s[0]: pump reads, s[1]: test feeds; d[0]: pump writes, d[1]: test drains */
 struct rig {
     int s[2];
@@ -103,7 +106,7 @@ static enum pump_status drive(struct pump *p, struct buf **b, struct rig *r, str
         if (f)
             feed_more(f, r->s[1]);
         bool readable = true, writable = true;
-        enum pump_status st = pump_run(p, b, r->s[0], &readable, r->d[0], &writable);
+        enum pump_status st = pump_run(p, b, XP(r->s[0]), &readable, XP(r->d[0]), &writable);
         drain(r->d[1], got, drain_max);
         if (st != PUMP_BLOCKED) {
             drain(r->d[1], got, 0);
@@ -232,7 +235,7 @@ UNIT_TEST(test_length_whole_body_already_buffered)
     struct pump p;
     pump_init(&p, H1_BODY_LENGTH, 6, false, NULL);
     bool readable = false, writable = true; /* the source has nothing: must not be needed */
-    CHECK_EQ_INT(pump_run(&p, &b, r.s[0], &readable, r.d[0], &writable), PUMP_DONE);
+    CHECK_EQ_INT(pump_run(&p, &b, XP(r.s[0]), &readable, XP(r.d[0]), &writable), PUMP_DONE);
     struct sbuf got = { 0 };
     drain(r.d[1], &got, 0);
     CHECK(sbuf_is(&got, "abcdef"));
@@ -287,6 +290,31 @@ UNIT_TEST(test_chunked_in_chunked_out)
     buf_drain_free_list();
 }
 
+/* Trailers kept by the decoder go out in the terminator (gRPC status crosses the proxy this way). */
+UNIT_TEST(test_chunked_trailers_passed_on)
+{
+    struct rig r;
+    CHECK_EQ_INT(rig_open(&r), 0);
+    const char *in = "3\r\nabc\r\n0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\nNEXT";
+    write_all(r.s[1], in, strlen(in));
+    struct pump p;
+    struct sbuf trailers = { 0 };
+    pump_init(&p, H1_BODY_CHUNKED, 0, true, NULL);
+    p.dec.trailers = &trailers;
+    struct buf *b = NULL;
+    struct sbuf got = { 0 };
+    CHECK_EQ_INT(drive(&p, &b, &r, NULL, &got, 0), PUMP_DONE);
+    CHECK(sbuf_is(&trailers, "grpc-status: 0\r\ngrpc-message: ok\r\n"));
+    CHECK(sbuf_is(&got, "3\r\nabc\r\n0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n"));
+    CHECK(buf_is(b, "NEXT"));
+    CHECK_EQ_INT(p.bytes_out, got.len);
+    buf_put(b);
+    sbuf_free(&got);
+    sbuf_free(&trailers);
+    rig_close(&r);
+    buf_drain_free_list();
+}
+
 UNIT_TEST(test_chunked_in_raw_out)
 {
     struct rig r;
@@ -320,7 +348,7 @@ UNIT_TEST(test_chunked_byte_by_byte)
     for (size_t i = 0; i < strlen(in) && st == PUMP_BLOCKED; i++) {
         write_all(r.s[1], in + i, 1);
         bool readable = true, writable = true;
-        st = pump_run(&p, &b, r.s[0], &readable, r.d[0], &writable);
+        st = pump_run(&p, &b, XP(r.s[0]), &readable, XP(r.d[0]), &writable);
         drain(r.d[1], &got, 0);
     }
     CHECK_EQ_INT(st, PUMP_DONE);
@@ -563,7 +591,7 @@ UNIT_TEST(test_backpressure_bounded_and_resumes)
         feed_more(&f, r.s[1]);
         readable = true;
         writable = true; /* even a spurious writable edge must not unbound the buffer */
-        st = pump_run(&p, &b, r.s[0], &readable, r.d[0], &writable);
+        st = pump_run(&p, &b, XP(r.s[0]), &readable, XP(r.d[0]), &writable);
         CHECK_EQ_INT(st, PUMP_BLOCKED);
         CHECK(b != NULL && buf_len(b) <= BUF_SIZE);
         CHECK(b != NULL && b->cap == BUF_SIZE);
@@ -597,7 +625,7 @@ UNIT_TEST(test_blocked_flags_cleared_on_eagain)
     pump_init(&p, H1_BODY_LENGTH, 10, false, NULL);
     struct buf *b = NULL;
     bool readable = true, writable = true;
-    CHECK_EQ_INT(pump_run(&p, &b, r.s[0], &readable, r.d[0], &writable), PUMP_BLOCKED);
+    CHECK_EQ_INT(pump_run(&p, &b, XP(r.s[0]), &readable, XP(r.d[0]), &writable), PUMP_BLOCKED);
     CHECK(!readable); /* the source ran dry: wait for its next edge */
     CHECK(writable);  /* the destination took everything */
     struct sbuf got = { 0 };
@@ -605,11 +633,11 @@ UNIT_TEST(test_blocked_flags_cleared_on_eagain)
     CHECK(sbuf_is(&got, "ab"));
     /* with no readiness at all, nothing happens */
     write_all(r.s[1], "cd", 2);
-    CHECK_EQ_INT(pump_run(&p, &b, r.s[0], &readable, r.d[0], &writable), PUMP_BLOCKED);
+    CHECK_EQ_INT(pump_run(&p, &b, XP(r.s[0]), &readable, XP(r.d[0]), &writable), PUMP_BLOCKED);
     drain(r.d[1], &got, 0);
     CHECK(sbuf_is(&got, "ab"));
     readable = true;
-    CHECK_EQ_INT(pump_run(&p, &b, r.s[0], &readable, r.d[0], &writable), PUMP_BLOCKED);
+    CHECK_EQ_INT(pump_run(&p, &b, XP(r.s[0]), &readable, XP(r.d[0]), &writable), PUMP_BLOCKED);
     drain(r.d[1], &got, 0);
     CHECK(sbuf_is(&got, "abcd"));
     buf_put(b);
@@ -695,7 +723,7 @@ UNIT_TEST(test_dst_error_when_destination_closed)
     bool readable = true, writable = true;
     enum pump_status st = PUMP_BLOCKED;
     for (int i = 0; i < 10 && st == PUMP_BLOCKED; i++)
-        st = pump_run(&p, &b, r.s[0], &readable, r.d[0], &writable);
+        st = pump_run(&p, &b, XP(r.s[0]), &readable, XP(r.d[0]), &writable);
     CHECK_EQ_INT(st, PUMP_DST_ERROR);
     buf_put(b);
     rig_close(&r);
@@ -715,7 +743,7 @@ UNIT_TEST(test_dst_error_on_prefix)
     pump_init(&p, H1_BODY_NONE, 0, false, &prefix);
     struct buf *b = NULL;
     bool readable = true, writable = true;
-    CHECK_EQ_INT(pump_run(&p, &b, r.s[0], &readable, r.d[0], &writable), PUMP_DST_ERROR);
+    CHECK_EQ_INT(pump_run(&p, &b, XP(r.s[0]), &readable, XP(r.d[0]), &writable), PUMP_DST_ERROR);
     buf_put(b);
     sbuf_free(&prefix);
     rig_close(&r);
