@@ -53,7 +53,7 @@ build/asan/unit/%: tests/unit/%.c $(SAN_OBJ) tests/unit/unit.h
 
 # libFuzzer needs clang; targets link only the pure modules they exercise.
 FUZZ_DEPS := src/http/h1.c src/core/str.c src/core/sbuf.c src/core/fdpass.c src/conf/config.c \
-             src/conf/config_policy.c src/conf/cidr.c src/conf/yaml_doc.c src/admin/admin_json.c
+             src/conf/config_policy.c src/conf/config_tls.c src/conf/cidr.c src/conf/yaml_doc.c src/admin/admin_json.c
 # Per-target extra sources: FUZZ_EXTRA_<target>.
 FUZZ_EXTRA_fuzz_proxyproto := src/http/proxyproto.c
 FUZZ_EXTRA_fuzz_jwt := src/policy/jwt.c src/policy/jwt_keys.c src/policy/jwt_claims.c src/policy/base64.c src/core/log.c

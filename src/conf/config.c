@@ -1335,6 +1335,11 @@ static const struct conf_key conf_listener_keys[] = {
     { .name = "deny", .type = CT_CUSTOM, .set = conf_set_listener_deny, .dump = conf_dump_nothing },
     { .name = "max_connections_per_ip", .type = CT_U32,
       .off = offsetof(struct conf_listener, max_connections_per_ip), .min = 0, .max = UINT32_MAX },
+    { .name = "tls", .type = CT_CUSTOM, .set = conf_set_listener_tls, .dump = conf_dump_listener_tls },
+    { .name = "http2", .type = CT_CUSTOM, .set = conf_set_listener_http2,
+      .dump = conf_dump_listener_http2 },
+    { .name = "redirect_https", .type = CT_CUSTOM, .set = conf_set_redirect_https,
+      .dump = conf_dump_redirect_https },
 };
 static const struct conf_table conf_listener_table = CONF_TABLE("listener", conf_listener_keys);
 
@@ -1744,6 +1749,9 @@ static const struct conf_key conf_upstream_keys[] = {
     { .name = "slow_start", .type = CT_CUSTOM, .set = conf_set_slow_start,
       .dump = conf_dump_slow_start },
     { .name = "panic", .type = CT_BOOL, .off = offsetof(struct conf_upstream, panic) },
+    { .name = "protocol", .type = CT_ENUM, .off = offsetof(struct conf_upstream, protocol),
+      .names = conf_upstream_protocols },
+    { .name = "tls", .type = CT_CUSTOM, .set = conf_set_upstream_tls, .dump = conf_dump_upstream_tls },
 };
 static const struct conf_table conf_upstream_table = CONF_TABLE("upstream", conf_upstream_keys);
 
@@ -1765,6 +1773,7 @@ static void conf_upstream_init(struct conf_upstream *up, size_t index)
                                          .max_ejection_ms = 300000, .max_ejected_percent = 50 };
     up->retries = (struct conf_retries){ .attempts = 2, .budget_percent = 20, .budget_min = 3,
                                          .backoff_ms = 25, .backoff_max_ms = 250 };
+    conf_tls_upstream_init(up);
 }
 
 static void conf_set_upstreams(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
@@ -1841,6 +1850,7 @@ static void conf_set_listeners(struct conf_ctx *ctx, const struct yaml_doc_node 
     cfg->listeners = conf_xcalloc(count, sizeof *cfg->listeners);
     for (size_t i = 0; i < count; i++) {
         struct conf_listener *l = &cfg->listeners[cfg->n_listeners++];
+        conf_tls_listener_init(l);
         conf_apply(ctx, val->kids[i], &conf_listener_table, l, NULL);
         if (!l->name) {
             snprintf(name, sizeof name, "listener%zu", i + 1);
@@ -2112,12 +2122,14 @@ static void conf_free(struct config *cfg)
         free(up->health_check.path);
         free(up->health_check.host);
         free(up->retries.statuses);
+        conf_tls_free_upstream(up);
     }
     free(cfg->upstreams);
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].address);
         conf_policy_free_listener(&cfg->listeners[i]);
+        conf_tls_free_listener(&cfg->listeners[i]);
     }
     free(cfg->listeners);
     free(cfg->log.access);
@@ -2141,6 +2153,7 @@ static void conf_build(struct conf_ctx *ctx, const struct yaml_doc_node *root)
         return;
     conf_parse_routes(ctx, ctx->routes_node);
     conf_policy_check(ctx);
+    conf_tls_check(ctx);
     if (ctx->cfg->n_listeners == 0)
         conf_error(ctx, ctx->listeners_node ? ctx->listeners_node : root,
                    "no listeners defined (add at least one under \"listeners\")");

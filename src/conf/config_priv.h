@@ -1,6 +1,7 @@
 /* config_priv: the loader's machinery shared by the files of src/conf — error collection, the
  * key-table walker and the JSON writer — so that each part of the schema can live in its own
- * file (config.c: core proxy; config_policy.c: protection). Private to src/conf/. */
+ * file (config.c: core proxy; config_policy.c: protection; config_tls.c: TLS and HTTP/2).
+ * Private to src/conf/. */
 #ifndef PORTERO_CONF_CONFIG_PRIV_H
 #define PORTERO_CONF_CONFIG_PRIV_H
 
@@ -176,5 +177,22 @@ void conf_policy_check(struct conf_ctx *ctx);
 void conf_policy_free_listener(struct conf_listener *l);
 void conf_policy_free_route(struct conf_route *r);
 void conf_policy_free(struct config *cfg);
+
+/* config_tls.c: listener tls / http2 / redirect_https, upstream tls / protocol. */
+extern const char *const conf_upstream_protocols[];
+void conf_set_listener_tls(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base);
+void conf_dump_listener_tls(struct conf_json *w, const struct conf_key *key, const void *base);
+void conf_set_listener_http2(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base);
+void conf_dump_listener_http2(struct conf_json *w, const struct conf_key *key, const void *base);
+void conf_set_redirect_https(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base);
+void conf_dump_redirect_https(struct conf_json *w, const struct conf_key *key, const void *base);
+void conf_set_upstream_tls(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base);
+void conf_dump_upstream_tls(struct conf_json *w, const struct conf_key *key, const void *base);
+void conf_tls_listener_init(struct conf_listener *l);
+void conf_tls_upstream_init(struct conf_upstream *up);
+/* Cross-key checks after the walk (tls and redirect_https exclude each other). */
+void conf_tls_check(struct conf_ctx *ctx);
+void conf_tls_free_listener(struct conf_listener *l);
+void conf_tls_free_upstream(struct conf_upstream *up);
 
 #endif

@@ -119,7 +119,7 @@ static void accesslog_text(struct accesslog *log, struct sbuf *o, const struct a
     accesslog_escaped(o, e->method, false);
     sbuf_append(o, " ", 1);
     accesslog_escaped(o, e->target, false);
-    sbuf_append_cstr(o, e->version_minor ? " HTTP/1.1\" " : " HTTP/1.0\" ");
+    sbuf_append_cstr(o, e->http2 ? " HTTP/2.0\" " : e->version_minor ? " HTTP/1.1\" " : " HTTP/1.0\" ");
     sbuf_append_u64(o, (uint64_t)e->status);
     sbuf_append(o, " ", 1);
     sbuf_append_u64(o, e->bytes_out);
@@ -163,7 +163,8 @@ static void accesslog_json(struct accesslog *log, struct sbuf *o, const struct a
     accesslog_json_str(o, ",\"client\":", e->client_ip, false);
     accesslog_json_str(o, ",\"method\":", e->method, false);
     accesslog_json_str(o, ",\"target\":", e->target, false);
-    sbuf_append_cstr(o, e->version_minor ? ",\"protocol\":\"HTTP/1.1\"" : ",\"protocol\":\"HTTP/1.0\"");
+    sbuf_append_cstr(o, e->http2 ? ",\"protocol\":\"HTTP/2.0\""
+                        : e->version_minor ? ",\"protocol\":\"HTTP/1.1\"" : ",\"protocol\":\"HTTP/1.0\"");
     sbuf_append_cstr(o, ",\"status\":");
     sbuf_append_u64(o, (uint64_t)e->status);
     sbuf_append_cstr(o, ",\"bytes_in\":");

@@ -30,6 +30,7 @@ struct accesslog_entry {
     struct str method;
     struct str target;
     uint8_t version_minor;
+    bool http2;                /* the request came on an HTTP/2 stream */
     int status;
     uint64_t bytes_in;
     uint64_t bytes_out;

@@ -181,6 +181,7 @@ static void ex_log(struct exchange *ex)
         .method = ex->req.method.n ? ex->req.method : STR_LIT("-"),
         .target = ex->req.target.n ? ex->req.target : STR_LIT("-"),
         .version_minor = ex->req.version_minor,
+        .http2 = ex->c->parent != NULL,
         .status = ex->status,
         .bytes_in = ex->req.head_len + body_out,
         .bytes_out = ex->resp_pump.bytes_out,

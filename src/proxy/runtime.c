@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "tls/tls.h"
+
 static void runtime_free(struct runtime *rt)
 {
     const struct config *cfg = rt->cfg;
@@ -18,6 +20,12 @@ static void runtime_free(struct runtime *rt)
     }
     free(rt->rings);
     free(rt->states);
+    for (size_t i = 0; rt->listener_tls && i < cfg->n_listeners; i++)
+        tls_server_free(rt->listener_tls[i]);
+    free(rt->listener_tls);
+    for (size_t u = 0; rt->upstream_tls && u < cfg->n_upstreams; u++)
+        tls_client_free(rt->upstream_tls[u]);
+    free(rt->upstream_tls);
     policy_set_free(rt->policy);
     config_unref(rt->cfg);
     free(rt);
@@ -44,6 +52,28 @@ static int runtime_fill(struct runtime *rt)
     return 0;
 }
 
+/* The TLS contexts of every TLS listener and upstream: certificates, keys, OCSP responses and CA
+ * files are read here, so that a reload with a bad file is refused and the old contexts stay. */
+static int runtime_tls(struct runtime *rt, char *err, size_t cap)
+{
+    const struct config *cfg = rt->cfg;
+    rt->listener_tls = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof *rt->listener_tls);
+    rt->upstream_tls = calloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *rt->upstream_tls);
+    if (!rt->listener_tls || !rt->upstream_tls) {
+        snprintf(err, cap, "out of memory building the configuration");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (cfg->listeners[i].tls.enabled &&
+            !(rt->listener_tls[i] = tls_server_build(&cfg->listeners[i], err, cap)))
+            return -1;
+    for (size_t u = 0; u < cfg->n_upstreams; u++)
+        if (cfg->upstreams[u].tls.enabled &&
+            !(rt->upstream_tls[u] = tls_client_build(&cfg->upstreams[u], err, cap)))
+            return -1;
+    return 0;
+}
+
 struct runtime *runtime_build(struct config *cfg, uint64_t generation, const struct runtime *prev,
                               char *err, size_t cap)
 {
@@ -59,7 +89,7 @@ struct runtime *runtime_build(struct config *cfg, uint64_t generation, const str
         return NULL;
     }
     rt->policy = policy_set_build(cfg, prev ? prev->policy : NULL, err, cap);
-    if (!rt->policy) {
+    if (!rt->policy || runtime_tls(rt, err, cap) < 0) {
         runtime_free(rt);
         return NULL;
     }

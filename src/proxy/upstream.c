@@ -11,6 +11,7 @@
 #include "tls/tls.h"
 
 static void upstream_tls_keep_session(struct upstream_conn *uc, SSL *ssl);
+static SSL *upstream_ssl(const struct upstream_conn *uc);
 
 static void upstream_free_task(struct loop_task *task)
 {
@@ -57,13 +58,11 @@ void upstream_close(struct upstream_conn *uc)
     uc->closed = true;
     pool->n_open--;
     loop_timer_stop(pool->loop, &uc->idle_timer);
-    struct xport *tls = uc->h2 ? &uc->inner : &uc->xp; /* the bridge keeps TLS underneath */
+    SSL *ssl = upstream_ssl(uc); /* under the HTTP/2 bridge too */
     if (uc->h2)
         h2u_detach(uc);
-    if (tls->ops == &tls_xport_ops) {
-        upstream_tls_keep_session(uc, tls->ctx);
-        SSL_free(tls->ctx);
-    }
+    if (ssl)
+        SSL_free(ssl);
     close(uc->io.fd); /* our only reference: close(2) takes it out of epoll */
     uc->free_task.run = upstream_free_task;
     loop_defer(pool->loop, &uc->free_task);
@@ -71,18 +70,20 @@ void upstream_close(struct upstream_conn *uc)
 
 /* Keeps the session of a TLS connection so the next connection to that server resumes it (an
  * abbreviated handshake: no certificate, one round trip less). TLS 1.3 tickets arrive after the
- * handshake, so the session is taken again when the connection ends. */
+ * handshake, so the session is taken when a response has been read and when the connection ends. */
 static void upstream_tls_keep_session(struct upstream_conn *uc, SSL *ssl)
 {
-    SSL_SESSION *s = SSL_get1_session(ssl);
+    SSL_SESSION *s = tls_client_session(ssl);
     if (!s)
-        return;
-    if (!SSL_SESSION_is_resumable(s)) {
-        SSL_SESSION_free(s);
-        return;
-    }
+        return; /* nothing better than what the pool has */
     SSL_SESSION_free(uc->pool->tls_session);
     uc->pool->tls_session = s;
+}
+
+static SSL *upstream_ssl(const struct upstream_conn *uc)
+{
+    const struct xport *t = uc->h2 ? &uc->inner : &uc->xp;
+    return t->ops == &tls_xport_ops ? t->ctx : NULL;
 }
 
 int upstream_tls_begin(struct upstream_conn *uc)
@@ -101,6 +102,10 @@ int upstream_tls_step(struct upstream_conn *uc, char *err, size_t cap)
 {
     bool want_write = false;
     int r = tls_handshake(uc->xp.ctx, &want_write, err, cap);
+    if (r < 0) {
+        SSL_SESSION_free(uc->pool->tls_session); /* the server may have forgotten it */
+        uc->pool->tls_session = NULL;
+    }
     if (r == 0) {
         if (want_write)
             uc->writable = false;
@@ -109,8 +114,6 @@ int upstream_tls_step(struct upstream_conn *uc, char *err, size_t cap)
         return 0;
     }
     uc->tls_handshaking = false;
-    if (r > 0)
-        upstream_tls_keep_session(uc, uc->xp.ctx);
     return r;
 }
 
@@ -191,6 +194,10 @@ void upstream_release(struct upstream_conn *uc, bool reusable)
 {
     struct upstream_pool *pool = uc->pool;
     uc->ex = NULL;
+    if (upstream_ssl(uc) && !uc->tls_session_taken) {
+        upstream_tls_keep_session(uc, upstream_ssl(uc)); /* once per connection: it has its ticket now */
+        uc->tls_session_taken = true;
+    }
     if (uc->h2 && !h2u_reusable(uc))
         reusable = false;
     if (!reusable || pool->closing || (uc->in && buf_len(uc->in)) ||

@@ -36,6 +36,7 @@ struct upstream_conn {
     bool connected;                   /* the TCP handshake completed */
     bool tls_handshaking;             /* TLS handshake in progress (xp.ctx is the SSL) */
     bool ready;                       /* TCP, TLS and HTTP/2 set-up done: requests may flow */
+    bool tls_session_taken;           /* its session went to the pool after a response */
     bool idle;                        /* linked in its pool's idle list */
     bool rdhup;                       /* the server's FIN was seen: a short read is not "drained" */
     bool closed;

@@ -419,6 +419,18 @@ static void worker_begin_drain(struct worker *w)
     loop_timer_after(w->loop, &w->drain_timer, worker_config(w)->limits.drain_timeout_ms);
 }
 
+/* HTTP/2 connections live long and settled their TLS and SETTINGS under the old configuration:
+ * a graceful GOAWAY lets their streams finish and the client reconnect under the new one
+ * (HTTP/1.1 connections take the new one at their next request). */
+static void worker_goaway_h2(struct worker *w)
+{
+    for (struct client *c = w->clients, *next; c; c = next) {
+        next = c->next;
+        if (c->h2)
+            client_drain(c);
+    }
+}
+
 static void worker_install(struct worker *w)
 {
     struct runtime *rt = worker_group_acquire(w->group);
@@ -439,6 +451,7 @@ static void worker_install(struct worker *w)
     if (!w->draining)
         worker_sync_listeners(w, gen->rt->cfg);
     worker_gen_release(w, old);
+    worker_goaway_h2(w);
 }
 
 static void worker_on_wake(void *arg)

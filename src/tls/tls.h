@@ -21,7 +21,9 @@ struct tls_client;  /* one upstream's client context: verify, CA, SNI, client ce
  * file at fault in ERR ("tls: listener web: cannot load key /x/y.key: no such file"). */
 struct tls_server *tls_server_build(const struct conf_listener *l, char *err, size_t cap);
 void tls_server_free(struct tls_server *s);
-/* A server-side SSL on accepted non-blocking socket FD (NULL on allocation failure). Caller owns it (SSL_free). */
+/* A server-side SSL on accepted non-blocking socket FD (NULL on allocation failure). Caller owns it (SSL_free).
+ * S must outlive the SSL's handshake (its SNI, ALPN, ticket and OCSP callbacks point into S); once the
+ * handshake is done the SSL needs nothing of S. */
 SSL *tls_server_ssl(struct tls_server *s, int fd);
 
 /* Builds the client context of upstream UP (UP->tls.enabled). NULL with a message in ERR. */
@@ -31,6 +33,11 @@ void tls_client_free(struct tls_client *c);
  * part is the SNI and verified name unless tls.sni is set; no SNI for an IP literal unless sni is set). RESUME:
  * a session from an earlier connection to the same server, or NULL (the SSL takes its own reference). */
 SSL *tls_client_ssl(struct tls_client *c, int fd, const char *address, SSL_SESSION *resume);
+/* The session of client SSL to resume later (pass it to tls_client_ssl; SSL_SESSION_free it), or NULL if it has
+ * none worth keeping. Take it after the first response bytes were read: a TLS 1.3 ticket arrives after the
+ * handshake. It is a copy, because SSL_free of a connection that did not send close_notify marks its own session
+ * as not resumable (OpenSSL's "bad session" rule), which would spoil a session kept by reference. */
+SSL_SESSION *tls_client_session(SSL *ssl);
 
 /* Advances a handshake (either side). Returns 1 done, 0 in progress (*WANT_WRITE: wait for writability, else
  * readability), -1 failed with a one-line reason in ERR (e.g. "certificate verify failed: self-signed
