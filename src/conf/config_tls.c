@@ -435,13 +435,17 @@ void conf_tls_check(struct conf_ctx *ctx)
     struct config *cfg = ctx->cfg;
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         const struct conf_listener *l = &cfg->listeners[i];
-        if (!l->tls.enabled || !l->redirect_https)
-            continue;
-        const struct yaml_doc_node *at = NULL;
-        if (ctx->listeners_node && i < yaml_doc_count(ctx->listeners_node))
-            at = yaml_doc_get(ctx->listeners_node->kids[i], "redirect_https");
-        conf_error(ctx, at, "listener \"%s\" has both tls and redirect_https (redirect_https is "
-                   "for a plain listener)", l->name);
+        const struct yaml_doc_node *node = ctx->listeners_node && i < yaml_doc_count(ctx->listeners_node)
+                                               ? ctx->listeners_node->kids[i] : NULL;
+        if (l->tls.enabled && l->redirect_https)
+            conf_error(ctx, node ? yaml_doc_get(node, "redirect_https") : NULL,
+                       "listener \"%s\" has both tls and redirect_https (redirect_https is "
+                       "for a plain listener)", l->name);
+        /* The PROXY header would have to be read before the handshake, outside the TLS
+         * transport: not supported yet, so refuse rather than misread it. */
+        if (l->tls.enabled && l->proxy_protocol)
+            conf_error(ctx, node ? yaml_doc_get(node, "proxy_protocol") : NULL,
+                       "listener \"%s\": proxy_protocol together with tls is not supported", l->name);
     }
 }
 

@@ -972,6 +972,43 @@ UNIT_TEST(test_chunked_trailers_dropped)
     CHECK_EQ_INT(p, 2);
 }
 
+/* Kept trailers arrive whole even when the section is split across calls byte by byte. */
+UNIT_TEST(test_chunked_trailers_kept_across_splits)
+{
+    const char *s = "2\r\nhi\r\n0\r\ngrpc-status: 0\r\nX-A: b c\r\n\r\nNEXT";
+    size_t n = strlen(s) - 4;
+    struct sbuf tr = { 0 };
+    struct h1_chunked st = { .trailers = &tr };
+    char buf[256];
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t c, p;
+        buf[0] = s[i];
+        rc = h1_chunked_decode(&st, buf, 1, &c, &p);
+        CHECK_EQ_INT(c, 1);
+    }
+    CHECK_EQ_INT(rc, 1);
+    CHECK_EQ_INT(tr.len, strlen("grpc-status: 0\r\nX-A: b c\r\n"));
+    CHECK(memcmp(tr.p, "grpc-status: 0\r\nX-A: b c\r\n", tr.len) == 0);
+    sbuf_free(&tr);
+}
+
+/* A body without trailers leaves the sink empty; a malformed trailer still fails the body. */
+UNIT_TEST(test_chunked_trailers_kept_none_and_malformed)
+{
+    struct sbuf tr = { 0 };
+    struct h1_chunked st = { .trailers = &tr };
+    char buf[64];
+    size_t c, p;
+    memcpy(buf, "1\r\nx\r\n0\r\n\r\n", 12);
+    CHECK_EQ_INT(h1_chunked_decode(&st, buf, 12, &c, &p), 1);
+    CHECK_EQ_INT(tr.len, 0);
+    struct h1_chunked bad = { .trailers = &tr };
+    memcpy(buf, "0\r\nBad Name: v\r\n\r\n", 19);
+    CHECK_EQ_INT(h1_chunked_decode(&bad, buf, 19, &c, &p), -1);
+    sbuf_free(&tr);
+}
+
 UNIT_TEST(test_chunked_incomplete_returns_0)
 {
     CHECK_EQ_INT(dechunk_rc("5\r\nhel"), 0);
