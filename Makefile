@@ -60,6 +60,8 @@ FUZZ_EXTRA_fuzz_jwt := src/policy/jwt.c src/policy/jwt_keys.c src/policy/jwt_cla
 FUZZ_EXTRA_fuzz_path := src/http/path.c
 FUZZ_EXTRA_fuzz_redirect := src/proxy/route.c
 FUZZ_EXTRA_fuzz_basic_auth := src/policy/basic_auth.c src/policy/base64.c
+FUZZ_EXTRA_fuzz_h2_bridge := src/http/h2_bridge.c src/http/h2_bridge_nv.c src/http/h2_bridge_body.c \
+    src/http/hdr.c src/http/msg.c
 FUZZ_EXTRA_fuzz_real_client := src/policy/policy.c src/policy/policy_addr.c src/policy/policy_rate.c \
     src/policy/policy_auth.c src/policy/basic_auth.c src/policy/base64.c src/core/offload.c \
     src/policy/fwdauth.c src/policy/jwt.c src/policy/jwt_keys.c src/policy/jwt_claims.c \
