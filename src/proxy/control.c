@@ -125,12 +125,6 @@ static bool control_listeners_bindable(struct control *ctl, const struct config 
     return ok;
 }
 
-static struct server_state *control_state_of(void *arg, size_t u, size_t s)
-{
-    struct runtime *rt = arg;
-    return rt->states[u][s];
-}
-
 static void control_publish(struct control *ctl, struct config *cfg, struct control_result *res)
 {
     if (!control_listeners_bindable(ctl, cfg, &res->errors)) {
@@ -150,7 +144,7 @@ static void control_publish(struct control *ctl, struct config *cfg, struct cont
     runtime_unref(ctl->rt);
     ctl->rt = rt;
     log_set_level((enum log_sev)rt->cfg->log.level);
-    health_apply(ctl->health, rt->cfg, control_state_of, rt);
+    health_apply_runtime(ctl->health, rt);
     if (ctl->on_publish)
         ctl->on_publish(ctl->on_publish_arg);
     res->ok = true;
@@ -284,7 +278,7 @@ struct control *control_new(const char *path, struct worker_group *group, struct
     ctl->rt = runtime_ref(rt);
     ctl->generation = rt->generation;
     ctl->started_at = (uint64_t)time(NULL);
-    health_apply(ctl->health, rt->cfg, control_state_of, rt);
+    health_apply_runtime(ctl->health, rt);
     return ctl;
 }
 

@@ -158,10 +158,14 @@ enum ex_step ex_retry(struct exchange *ex)
 enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why)
 {
     const struct conf_upstream *up = ex->route->upstream;
+    /* RFC 9113 §8.7: a stream the server refused (REFUSED_STREAM, or above its GOAWAY's last
+     * stream) was not processed, so even a POST (every gRPC call) may go again. */
+    bool refused = ex->uc && ex->uc->h2 && errno == ECONNREFUSED;
     bool replayable = ex_replayable(ex);
     bool sent = ex->reused || (ex->uc && ex->uc->ready);
     log_info("upstream %s server %s: %s", up->name, ex_server(ex)->address, why);
-    if (ex->reused && !ex->retried_reused && replayable && http_method_is_idempotent(ex->req.method_id)) {
+    bool safe = http_method_is_idempotent(ex->req.method_id) || refused;
+    if ((ex->reused || refused) && !ex->retried_reused && replayable && safe) {
         /* The server may have closed a pooled connection just as we reused it: one fresh try,
          * and no mark against the server. */
         ex->retried_reused = true;

@@ -16,6 +16,9 @@
 #include "core/loop.h"
 #include "core/sock.h"
 #include "proxy/health.h"
+#include "proxy/health_h2.h"
+
+#include <nghttp2/nghttp2.h>
 
 /* --- a listening socket on 127.0.0.1 with a kernel-chosen port ------------------------------- */
 
@@ -478,6 +481,148 @@ UNIT_TEST(apply_keeps_adds_and_removes_checkers)
     log_release();
     world_free(&w);
     http_srv_stop(&srv);
+}
+
+/* --- the HTTP/2 conversation, in memory against an nghttp2 server session ----------------------- */
+
+enum srv_mode { SRV_ANSWER, SRV_INTERIM, SRV_RESET, SRV_GOAWAY };
+
+struct h2srv {
+    nghttp2_session *sess;
+    enum srv_mode mode;
+    int status;
+    char seen[512];  /* "name=value;" of the request's fields */
+};
+
+static int h2srv_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *n, size_t nl,
+                           const uint8_t *v, size_t vl, uint8_t flags, void *arg)
+{
+    (void)s, (void)f, (void)flags;
+    struct h2srv *srv = arg;
+    size_t at = strlen(srv->seen);
+    snprintf(srv->seen + at, sizeof srv->seen - at, "%.*s=%.*s;", (int)nl, n, (int)vl, v);
+    return 0;
+}
+
+static int h2srv_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *arg)
+{
+    struct h2srv *srv = arg;
+    if (f->hd.type != NGHTTP2_HEADERS || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    char st[8];
+    snprintf(st, sizeof st, "%d", srv->status);
+    nghttp2_nv final[] = { { (uint8_t *)":status", (uint8_t *)st, 7, strlen(st), 0 } };
+    nghttp2_nv early[] = { { (uint8_t *)":status", (uint8_t *)"103", 7, 3, 0 } };
+    switch (srv->mode) {
+    case SRV_INTERIM:
+        nghttp2_submit_headers(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NULL, early, 1, NULL);
+        /* fall through */
+    case SRV_ANSWER: nghttp2_submit_response(s, f->hd.stream_id, final, 1, NULL); break;
+    case SRV_RESET: nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM); break;
+    case SRV_GOAWAY: nghttp2_submit_goaway(s, NGHTTP2_FLAG_NONE, 0, NGHTTP2_ENHANCE_YOUR_CALM, NULL, 0); break;
+    }
+    return 0;
+}
+
+static void h2srv_init(struct h2srv *srv, enum srv_mode mode, int status)
+{
+    memset(srv, 0, sizeof *srv);
+    srv->mode = mode;
+    srv->status = status;
+    nghttp2_session_callbacks *cb;
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_on_header_callback(cb, h2srv_on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, h2srv_on_frame);
+    nghttp2_session_server_new(&srv->sess, cb, srv);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_submit_settings(srv->sess, NGHTTP2_FLAG_NONE, NULL, 0);
+}
+
+/* Runs the conversation until the check has a verdict (at most a few round trips). */
+static int h2_converse(struct h2srv *srv, struct health_h2 *cli, int *status, char *err, size_t cap)
+{
+    struct sbuf out = { 0 };
+    int rc = 0;
+    for (int round = 0; round < 4 && rc == 0; round++) {
+        sbuf_reset(&out);
+        if (health_h2_output(cli, &out) < 0 ||
+            nghttp2_session_mem_recv(srv->sess, (const uint8_t *)out.p, out.len) != (ssize_t)out.len) {
+            rc = -2;
+            break;
+        }
+        const uint8_t *data;
+        ssize_t n;
+        while (rc == 0 && (n = nghttp2_session_mem_send(srv->sess, &data)) > 0)
+            rc = health_h2_input(cli, data, (size_t)n, &out, status, err, cap);
+    }
+    sbuf_free(&out);
+    return rc;
+}
+
+UNIT_TEST(h2_check_sends_get_and_reads_status)
+{
+    struct h2srv srv;
+    h2srv_init(&srv, SRV_ANSWER, 503);
+    struct health_h2 *cli = health_h2_new("https", "health.example", "/healthz");
+    CHECK(cli != NULL);
+    int status = 0;
+    char err[160] = "";
+    CHECK_EQ_INT(h2_converse(&srv, cli, &status, err, sizeof err), 1);
+    CHECK_EQ_INT(status, 503);
+    CHECK(strcmp(srv.seen, ":method=GET;:scheme=https;:authority=health.example;:path=/healthz;"
+                           "user-agent=portero-health;") == 0);
+    /* the clean end: a GOAWAY(NO_ERROR) goes out */
+    health_h2_goodbye(cli);
+    struct sbuf out = { 0 };
+    CHECK(health_h2_output(cli, &out) == 0 && out.len >= 9 && (uint8_t)out.p[3] == NGHTTP2_GOAWAY);
+    sbuf_free(&out);
+    health_h2_free(cli);
+    nghttp2_session_del(srv.sess);
+}
+
+UNIT_TEST(h2_check_skips_interim_responses)
+{
+    struct h2srv srv;
+    h2srv_init(&srv, SRV_INTERIM, 204);
+    struct health_h2 *cli = health_h2_new("http", "a", "/");
+    int status = 0;
+    char err[160] = "";
+    CHECK_EQ_INT(h2_converse(&srv, cli, &status, err, sizeof err), 1);
+    CHECK_EQ_INT(status, 204);
+    health_h2_free(cli);
+    nghttp2_session_del(srv.sess);
+}
+
+UNIT_TEST(h2_check_failures_have_reasons)
+{
+    static const struct { enum srv_mode mode; const char *why; } cases[] = {
+        { SRV_RESET, "HTTP/2 stream reset (REFUSED_STREAM)" },
+        { SRV_GOAWAY, "HTTP/2 GOAWAY before the request (ENHANCE_YOUR_CALM)" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct h2srv srv;
+        h2srv_init(&srv, cases[i].mode, 200);
+        struct health_h2 *cli = health_h2_new("http", "a", "/");
+        int status = 0;
+        char err[160] = "";
+        CHECK_EQ_INT(h2_converse(&srv, cli, &status, err, sizeof err), -1);
+        CHECK(strcmp(err, cases[i].why) == 0);
+        health_h2_free(cli);
+        nghttp2_session_del(srv.sess);
+    }
+    /* an HTTP/1.1 server answering the preface */
+    struct health_h2 *cli = health_h2_new("http", "a", "/");
+    struct sbuf out = { 0 };
+    CHECK(health_h2_output(cli, &out) == 0 && out.len > 24 && memcmp(out.p, "PRI * HTTP/2.0", 14) == 0);
+    sbuf_free(&out);
+    static const char h1[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+    int status = 0;
+    char err[160] = "";
+    CHECK_EQ_INT(health_h2_input(cli, h1, sizeof h1 - 1, &out, &status, err, sizeof err), -1);
+    CHECK(strncmp(err, "HTTP/2 protocol error: ", 23) == 0);
+    CHECK(out.len >= 9 && (uint8_t)out.p[3] == NGHTTP2_GOAWAY); /* the goodbye to send */
+    sbuf_free(&out);
+    health_h2_free(cli);
 }
 
 static void count_state(struct server_state *s, void *arg)
