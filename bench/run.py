@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Side-by-side benchmark of portero, nginx and HAProxy (`make bench`).
+"""Side-by-side benchmark of portero, nginx, HAProxy and H2O (`make bench`).
 
 Every candidate runs one worker pinned to the proxy CPU, in front of the same
 nginx backend (pinned, with wrk, to the load CPU), with keep-alive to the
@@ -13,13 +13,21 @@ backend.  Scenarios:
          small scenario with a browser's request headers against portero
          with no steps, allow/deny, + a rate limit, + the WAF (and nginx
          with no steps and with allow/deny + limit_req), 5 s per run
+  h2tls  HTTP/2 over TLS 1.3 (TLS_AES_128_GCM_SHA256 for all): h2load
+         -n 100000 -c 32 -m 10, GET /small; portero, nginx, HAProxy, H2O
+  handshake  a new TLS 1.3 connection per request: 4 x `openssl s_time -new`
+         (full handshakes, nothing resumed) for 3 s, then h2load --h1 -c 16
+         -H 'Connection: close' (every connection resumes a session)
 
-For the wrk scenarios the proxy's CPU time (utime+stime of all its processes
-and threads, from /proc/PID/stat) over the run is divided by the number of
-requests wrk completed.  Candidates are alternated in shuffled order for a
-number of rounds and the median of each metric is reported.
+For the wrk, h2load and s_time scenarios the proxy's CPU time (utime+stime
+of all its processes and threads, from /proc/PID/stat) over the run is
+divided by the number of requests completed.  Candidates are alternated in
+shuffled order for a number of rounds and the median of each metric is
+reported.  The TLS scenarios run after the others in each round, with a
+TLS-configured instance of each candidate.
 
-Python 3 standard library only.  See bench/README.md.
+Python 3 standard library only (plus the h2load, openssl and h2o binaries
+for the TLS scenarios).  See bench/README.md.
 """
 
 import argparse
@@ -50,7 +58,10 @@ LARGE_SIZE = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 CANDIDATES = ("portero", "nginx", "haproxy")
-DISPLAY = {"portero": "portero", "nginx": "nginx", "haproxy": "HAProxy"}
+DISPLAY = {"portero": "portero", "nginx": "nginx", "haproxy": "HAProxy", "h2o": "H2O"}
+# The TLS scenarios (issue 4) compare H2O too.
+TLS_CANDIDATES = ("portero", "nginx", "haproxy", "h2o")
+TLS_SCENARIOS = ("h2tls", "handshake")
 
 # name, path, wrk connections, extra wrk args, title
 WRK_SCENARIOS = (
@@ -60,7 +71,7 @@ WRK_SCENARIOS = (
      "One connection per request (GET /small, wrk -t1 -c50 -H 'Connection: close')"),
 )
 IDLE_TITLE = "Idle keep-alive client connections (RSS growth per connection)"
-SCENARIOS = ("small", "1m", "close", "idle", "protect")
+SCENARIOS = ("small", "1m", "close", "idle", "protect", "h2tls", "handshake")
 
 # The "protect" scenario: what the request steps of issue 6 cost per request.
 # A browser's headers, not wrk's bare request: the CRS scores a numeric Host
@@ -706,6 +717,381 @@ def measure_idle(env, p, port, count):
 
 
 # --------------------------------------------------------------------------
+# TLS scenarios (issue 4): HTTP/2 over TLS 1.3, and a new TLS connection per
+# request.  Every candidate gets the same ECDSA P-256 certificate and speaks
+# TLS 1.3 with TLS_AES_128_GCM_SHA256 (the servers are restricted to it where
+# they can be, and every client asks for it).
+
+TLS_CIPHER = "TLS_AES_128_GCM_SHA256"
+H2TLS_TITLE = (f"HTTP/2 over TLS 1.3 (GET /small, h2load -c 32 -m 10, {TLS_CIPHER})")
+HANDSHAKE_TITLE = "A new TLS 1.3 connection per request (GET /small)"
+# Target of issue 4: CPU per request <= 0.8 x the best of nginx, HAProxy, H2O.
+H2TLS_TARGET = 0.8
+S_TIME_CLIENTS = 4
+RESUME_CLIENTS = 16
+RESUME_REQUESTS = 3000
+TLS_TEMPLATES = {"portero": "portero-tls.yaml.tmpl", "nginx": "nginx-tls.conf.tmpl",
+                 "haproxy": "haproxy-tls.cfg.tmpl", "h2o": "h2o.conf.tmpl"}
+
+
+def make_tls_cert(env):
+    """A self-signed ECDSA P-256 certificate for bench.local (and a cert+key PEM for HAProxy)."""
+    d = env.tmp
+    env.cert = os.path.join(d, "bench-cert.pem")
+    env.key = os.path.join(d, "bench-key.pem")
+    r = subprocess.run([env.args.openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", env.key, "-out", env.cert,
+                        "-subj", "/CN=bench.local", "-days", "30",
+                        "-addext", "subjectAltName=DNS:bench.local,IP:127.0.0.1"],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise BenchError(f"openssl req failed: {r.stderr.strip()[-300:]}")
+    env.pem = os.path.join(d, "bench-haproxy.pem")
+    with open(env.pem, "w") as out:
+        for path in (env.cert, env.key):
+            with open(path) as f:
+                out.write(f.read())
+    os.chmod(env.key, 0o644)  # nginx/H2O may read it after dropping privileges
+
+
+def tls_candidate_argv(env, name, port):
+    d = env.tmp
+    vals = {"PORT": port, "BACKEND_PORT": env.backend_port, "CERT": env.cert, "KEY": env.key,
+            "PEM": env.pem, "DIR": d}
+    conf = os.path.join(d, TLS_TEMPLATES[name].replace(".tmpl", ""))
+    if name == "portero":
+        env.admin_port = free_port(env.ports)
+        fill(TLS_TEMPLATES[name], conf, {**vals, "ADMIN_PORT": env.admin_port})
+        return [env.args.portero, "-c", conf]
+    if name == "nginx":
+        fill(TLS_TEMPLATES[name], conf, {**vals, "USER_LINE": env.user_line,
+                                         "CPU_MASK": cpu_mask(env.args.proxy_cpu),
+                                         "NOFILE": env.nofile})
+        return [env.args.nginx, "-p", d, "-e", os.path.join(d, "nginx-error.log"),
+                "-c", conf, "-g", "daemon off;"]
+    if name == "haproxy":
+        fill(TLS_TEMPLATES[name], conf, {**vals, "CPU": env.args.proxy_cpu})
+        return [env.args.haproxy, "-db", "-f", conf]
+    if name == "h2o":
+        fill(TLS_TEMPLATES[name], conf, {**vals, "USER_LINE": "user: root"
+                                         if os.geteuid() == 0 else ""})
+        return [env.args.h2o, "-c", conf]
+    raise ValueError(name)
+
+
+def tls_binary(env, name):
+    return {"portero": env.args.portero, "nginx": env.args.nginx,
+            "haproxy": env.args.haproxy, "h2o": env.args.h2o}[name]
+
+
+def check_works_tls(env, port):
+    """GET /small over HTTP/2 and TLS 1.3 with the benchmark's cipher; BenchError otherwise."""
+    r = run_h2load(env, ["-n", "20", "-c", "1", "-m", "1"], port, "/small", timeout=30)
+    if r["succeeded"] != 20 or r["status_2xx"] != 20:
+        raise BenchError(f"h2load GET /small: {r['succeeded']}/20 succeeded, "
+                         f"{r['status_2xx']} 2xx")
+    if (r["protocol"], r["cipher"], r["alpn"]) != ("TLSv1.3", TLS_CIPHER, "h2"):
+        raise BenchError(f"negotiated {r['protocol']} {r['cipher']} ALPN {r['alpn']}, "
+                         f"want TLSv1.3 {TLS_CIPHER} h2")
+    # the body, once, through Python's TLS client (HTTP/1.1)
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="bench.local") as s:
+            s.settimeout(5)
+            s.sendall(b"GET /small HTTP/1.1\r\nHost: bench.local\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except (ssl.SSLError, OSError):
+                    break
+                if not chunk:
+                    break
+                data += chunk
+    if not data.startswith(b"HTTP/1.1 200") or not data.endswith(SMALL_BODY):
+        raise BenchError(f"GET /small over TLS: {data[:80]!r}")
+
+
+def start_tls_candidate(env, name):
+    binary = tls_binary(env, name)
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        raise BenchError(f"{binary} not found")
+    port = free_port(env.ports)
+    argv = tls_candidate_argv(env, name, port)
+    p = env.procs.start(name, argv, env.args.proxy_cpu, os.path.join(env.tmp, f"{name}-tls.out"))
+    try:
+        wait_port(port, p)
+        check_works_tls(env, port)
+    except BenchError as e:
+        env.procs.stop(p)
+        raise BenchError(f"{e}; output: {tail(os.path.join(env.tmp, name + '-tls.out'))}")
+    return p, port
+
+
+_DUR = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _secs(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * _DUR[m.group(2)] if m else None
+
+
+def parse_h2load(out):
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    if not m:
+        raise BenchError("h2load output has no request count: " + out[-300:])
+    total, _, done, ok, failed, errored, timeout = (int(x) for x in m.groups())
+    res = {"requests": ok, "done": done, "succeeded": ok, "wanted": total,
+           "errors": failed + errored + timeout + (total - done)}
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    res["status_2xx"] = int(m.group(1)) if m else 0
+    res["non2xx"] = sum(int(x) for x in m.groups()[1:]) if m else 0
+    m = re.search(r"finished in ([\d.]+(?:us|ms|s)), ([\d.]+) req/s", out)
+    res["seconds"] = _secs(m.group(1)) if m else None
+    res["rps"] = float(m.group(2)) if m else 0.0
+    m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    mean = _secs(m.group(3)) if m else None
+    res["mean_ms"] = mean * 1000 if mean is not None else None
+    m = re.search(r"TLS Protocol: (\S+)", out)
+    res["protocol"] = m.group(1) if m else None
+    m = re.search(r"Cipher: (\S+)", out)
+    res["cipher"] = m.group(1) if m else None
+    m = re.search(r"Application protocol: (\S+)", out)
+    res["alpn"] = m.group(1) if m else None
+    return res
+
+
+def run_h2load(env, args, port, path, timeout):
+    argv = [env.args.h2load, "-t", "1", f"--tls13-ciphers={TLS_CIPHER}", *args,
+            f"https://127.0.0.1:{port}{path}"]
+    cpus = {env.args.load_cpu}
+
+    def pin():
+        os.sched_setaffinity(0, cpus)
+        if NICE:
+            os.nice(NICE)
+    try:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=timeout, preexec_fn=pin)
+    except subprocess.TimeoutExpired:
+        raise BenchError("h2load did not finish")
+    return parse_h2load(r.stdout)
+
+
+def measured(env, p, fn):
+    """FN() with the candidate's CPU time per completed request added to its result."""
+    if env.backend.poll() is not None:
+        raise BenchError("the backend nginx died")
+    watch = CpuWatch(env, tree(p.pid))
+    res = fn()
+    res.update(watch.stop())
+    if p.poll() is not None:
+        raise BenchError(f"exited with status {p.returncode} during the run")
+    res["cpu_s"] = res["cand_ticks"] / CLK_TCK
+    res["cpu_us_per_req"] = (res["cpu_s"] * 1e6 / res["requests"]) if res["requests"] else None
+    res["user_us_per_req"] = (res["cand_user_ticks"] / CLK_TCK * 1e6 / res["requests"]
+                              if res["requests"] else None)
+    return res
+
+
+def measure_h2tls(env, p, port):
+    n = env.args.h2_requests
+    r = measured(env, p, lambda: run_h2load(env, ["-n", str(n), "-c", "32", "-m", "10"], port,
+                                            "/small", timeout=n / 500 + 60))
+    r["valid"] = (r["requests"] > 0 and r["errors"] + r["non2xx"] <= MAX_ERROR_SHARE * n
+                  and (r["protocol"], r["cipher"], r["alpn"]) == ("TLSv1.3", TLS_CIPHER, "h2"))
+    return r
+
+
+def run_s_time(env, port):
+    """S_TIME_CLIENTS `openssl s_time -new` in parallel: full handshakes, one request each."""
+    cpus = {env.args.load_cpu}
+
+    def pin():
+        os.sched_setaffinity(0, cpus)
+        if NICE:
+            os.nice(NICE)
+    argv = [env.args.openssl, "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-tls1_3",
+            "-ciphersuites", TLS_CIPHER, "-www", "/small",
+            "-time", str(env.args.handshake_duration)]
+    procs = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, preexec_fn=pin)
+             for _ in range(S_TIME_CLIENTS)]
+    total, per_conn, failed = 0, [], 0
+    for sp in procs:
+        try:
+            out, _ = sp.communicate(timeout=env.args.handshake_duration + 60)
+        except subprocess.TimeoutExpired:
+            sp.kill()
+            sp.communicate()
+            raise BenchError("s_time did not finish")
+        m = re.search(r"(\d+) connections in [\d.]+ real seconds, (\d+) bytes read per "
+                      r"connection", out)
+        if not m:
+            failed += 1
+            continue
+        total += int(m.group(1))
+        per_conn.append(int(m.group(2)))
+    return {"requests": total, "rps": total / env.args.handshake_duration,
+            "bytes_per_conn": min(per_conn) if per_conn else 0, "failed_clients": failed}
+
+
+def measure_handshake(env, p, port):
+    r = measured(env, p, lambda: run_s_time(env, port))
+    # a response to GET /small is its status line, headers and the 13-byte body
+    r["valid"] = r["requests"] > 0 and r["failed_clients"] == 0 and r["bytes_per_conn"] >= 40
+    return r
+
+
+def measure_resume(env, p, port):
+    n = RESUME_REQUESTS if not env.args.quick else 2000
+    r = measured(env, p, lambda: run_h2load(
+        env, ["--h1", "-n", str(n), "-c", str(RESUME_CLIENTS), "-m", "1",
+              "-H", "Connection: close"], port, "/small", timeout=n / 100 + 60))
+    r["valid"] = (r["requests"] > 0 and r["errors"] + r["non2xx"] <= MAX_ERROR_SHARE * n
+                  and (r["protocol"], r["cipher"]) == ("TLSv1.3", TLS_CIPHER))
+    return r
+
+
+def run_tls_round(env, name, results, status):
+    scenarios = env.args.scenarios
+    try:
+        p, port = start_tls_candidate(env, name)
+    except BenchError as e:
+        status[name].append(f"failed to start / not working: {e}")
+        log(f"{name} (TLS): failed to start / not working: {e}")
+        return
+    try:
+        # Warm-up (not measured): caches, pools, allocator, session state.
+        run_h2load(env, ["-n", str(max(2000, env.args.h2_requests // 20)), "-c", "32",
+                         "-m", "10"], port, "/small", timeout=120)
+        steps = []
+        if "h2tls" in scenarios:
+            steps.append(("h2tls", measure_h2tls))
+        if "handshake" in scenarios:
+            steps += [("handshake", measure_handshake), ("resume", measure_resume)]
+        for key, fn in steps:
+            r = fn(env, p, port)
+            results[name][key].append(r)
+            log(f"{name} {key}: {r['rps']:.0f} req/s, {fmt(r['cpu_us_per_req'], 2)} us CPU/req, "
+                f"{r['requests']} reqs{'' if r['valid'] else ' (INVALID)'}; other load "
+                f"{r['other_proxy_cpu']:.0%} on proxy CPU, {r['other_load_cpu']:.0%} on load CPU")
+            time.sleep(0.3)
+    except (BenchError, OSError, ValueError) as e:
+        if not isinstance(e, BenchError):
+            e = f"{type(e).__name__}: {e}"
+        status[name].append(f"failed during the run: {e}")
+        log(f"{name} (TLS): failed during the run: {e}; "
+            f"output: {tail(os.path.join(env.tmp, name + '-tls.out'))}")
+    finally:
+        env.procs.stop(p)
+
+
+def summarize_tls(results, candidates):
+    out = {}
+    for name in candidates:
+        out[name] = {}
+        for key, runs in results[name].items():
+            out[name][key] = {
+                "rps": median_of(runs, "rps"), "mean_ms": median_of(runs, "mean_ms"),
+                "cpu_us_per_req": median_of(runs, "cpu_us_per_req"),
+                "user_us_per_req": median_of(runs, "user_us_per_req"),
+                "cpu_min": min_max(runs, "cpu_us_per_req", min),
+                "cpu_max": min_max(runs, "cpu_us_per_req", max),
+                "other_proxy_cpu": median_of(runs, "other_proxy_cpu"),
+                "other_load_cpu": median_of(runs, "other_load_cpu"),
+                "runs": len(runs), "valid_runs": sum(1 for r in runs if r["valid"])}
+    return out
+
+
+def _tls_row(name, s, cols, tstatus):
+    if s["cpu_us_per_req"] is None:
+        why = ("invalid (errors or wrong protocol)" if s["runs"] else
+               (tstatus.get(name) or ["no result"])[-1].split(":")[0])
+        return f"| {DISPLAY[name]} | {why} |" + " |" * (cols - 2)
+    return None
+
+
+def _tls_ratios(ts, key, peers):
+    out = []
+    mine = ts.get("portero", {}).get(key, {}).get("cpu_us_per_req")
+    for peer in peers:
+        theirs = ts[peer][key]["cpu_us_per_req"]
+        out.append(f"portero/{DISPLAY[peer]} {fmt_ratio(ratio(mine, theirs))}")
+    return out
+
+
+def tls_report(args, ts, tstatus):
+    L = []
+    cands = list(ts)
+    peers = [n for n in cands if n != "portero"]
+    if "h2tls" in args.scenarios:
+        L += [f"## {H2TLS_TITLE}", "",
+              f"`h2load -t1 -n {args.h2_requests} -c 32 -m 10 --tls13-ciphers={TLS_CIPHER} "
+              f"https://…/small` (HTTP/2 by ALPN) on the load CPU, a fresh proxy per round "
+              f"after a warm-up; the proxy keeps HTTP/1.1 keep-alive to the same backend. "
+              f"A run counts when ≤ 1% of requests failed and h2load reported TLSv1.3, "
+              f"{TLS_CIPHER} and h2.", "",
+              "| candidate | req/s | mean latency | CPU µs/req | CPU µs/req range | user µs/req "
+              "| valid runs | other load (proxy/load CPU) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name in cands:
+            s = ts[name]["h2tls"]
+            row = _tls_row(name, s, 8, tstatus)
+            L.append(row or (
+                f"| {DISPLAY[name]} | {fmt(s['rps'], 0)} | {fmt_ms(s['mean_ms'])} | "
+                f"{fmt(s['cpu_us_per_req'], 2)} | {fmt(s['cpu_min'], 2)}–{fmt(s['cpu_max'], 2)} | "
+                f"{fmt(s['user_us_per_req'], 2)} | {s['valid_runs']}/{s['runs']} | "
+                f"{s['other_proxy_cpu']:.0%} / {s['other_load_cpu']:.0%} |"))
+        L.append("")
+        if "portero" in ts and peers:
+            L.append("- CPU µs/req " + ", ".join(_tls_ratios(ts, "h2tls", peers)))
+            vals = [ts[n]["h2tls"]["cpu_us_per_req"] for n in peers]
+            vals = [v for v in vals if v is not None]
+            best = min(vals) if vals else None
+            limit = best * H2TLS_TARGET if best is not None else None
+            mine = ts["portero"]["h2tls"]["cpu_us_per_req"]
+            L.append(f"- Target (issue 4): portero CPU µs/req ≤ {H2TLS_TARGET}× the best of "
+                     f"{', '.join(DISPLAY[n] for n in peers)}"
+                     + (f" = {limit:.2f} µs" if limit is not None else "")
+                     + f" → {verdict(mine, limit)}"
+                     + (f" (portero {mine:.2f} µs)" if mine is not None else ""))
+        L.append("")
+    if "handshake" in args.scenarios:
+        L += [f"## {HANDSHAKE_TITLE}", "",
+              f"*full*: {S_TIME_CLIENTS} × `openssl s_time -new -tls1_3 -ciphersuites "
+              f"{TLS_CIPHER} -www /small` for {args.handshake_duration} s (HTTP/1.0, a full "
+              f"handshake per request, ECDHE X25519 + ECDSA P-256 signature). *resumed*: "
+              f"`h2load --h1 -c {RESUME_CLIENTS} -m 1 -H 'Connection: close'` (HTTP/1.1, every "
+              f"new connection resumes the previous session: PSK + ECDHE). CPU µs per "
+              f"connection, each carrying one request.", "",
+              "| candidate | full conn/s | CPU µs per full | range | resumed conn/s "
+              "| CPU µs per resumed | range | valid runs (full/resumed) | other load (proxy/load CPU) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name in cands:
+            f, r = ts[name]["handshake"], ts[name]["resume"]
+            if f["cpu_us_per_req"] is None and r["cpu_us_per_req"] is None:
+                L.append(_tls_row(name, f, 9, tstatus))
+                continue
+            L.append(f"| {DISPLAY[name]} | {fmt(f['rps'], 0)} | {fmt(f['cpu_us_per_req'], 1)} | "
+                     f"{fmt(f['cpu_min'], 1)}–{fmt(f['cpu_max'], 1)} | {fmt(r['rps'], 0)} | "
+                     f"{fmt(r['cpu_us_per_req'], 1)} | {fmt(r['cpu_min'], 1)}–{fmt(r['cpu_max'], 1)} | "
+                     f"{f['valid_runs']}/{f['runs']}, {r['valid_runs']}/{r['runs']} | "
+                     f"{(f['other_proxy_cpu'] or 0):.0%} / {(f['other_load_cpu'] or 0):.0%} |")
+        L.append("")
+        if "portero" in ts and peers:
+            L.append("- full handshake CPU " + ", ".join(_tls_ratios(ts, "handshake", peers)))
+            L.append("- resumed handshake CPU " + ", ".join(_tls_ratios(ts, "resume", peers)))
+        L.append("")
+    return L
+
+
+# --------------------------------------------------------------------------
 # Orchestration.
 
 def run_candidate_round(env, name, results, status):
@@ -917,9 +1303,11 @@ def row_status(name, status, s):
     return "no result"
 
 
-def report(args, summary, status, started, elapsed, psummary=None, pstatus=None):
+def report(args, summary, status, started, elapsed, psummary=None, pstatus=None,
+           tsummary=None, tstatus=None):
     cands = args.candidates
     psummary, pstatus = psummary or {}, pstatus or {}
+    tsummary, tstatus = tsummary or {}, tstatus or {}
     L = []
     L.append(f"# portero benchmark — {started:%Y-%m-%d %H:%M}")
     L.append("")
@@ -1004,6 +1392,8 @@ def report(args, summary, status, started, elapsed, psummary=None, pstatus=None)
                         else "pending (no portero result)"))
     if psummary:
         L.extend(protect_report(args, psummary, pstatus))
+    if tsummary:
+        L.extend(tls_report(args, tsummary, tstatus))
     if targets:
         L.append("## Targets (issue 2, item 13)")
         L.append("")
@@ -1015,12 +1405,18 @@ def report(args, summary, status, started, elapsed, psummary=None, pstatus=None)
     notes = [f"{DISPLAY[n]}: {msg}" for n in cands for msg in dict.fromkeys(status[n])]
     notes += [f"{DISPLAY[s['candidate']]} with {s['label']}: {msg}"
               for s in psummary.values() for msg in dict.fromkeys(pstatus[s['key']])]
+    notes += [f"{DISPLAY[n]} (TLS): {msg}" for n in tsummary
+              for msg in dict.fromkeys(tstatus.get(n, []))]
     noisy = sorted({sc[0] for sc in WRK_SCENARIOS for n in cands if sc[0] in args.scenarios
                     and max(summary[n][sc[0]]["other_proxy_cpu"] or 0,
                             summary[n][sc[0]]["other_load_cpu"] or 0) > NOISY_SHARE})
     if any(max(s["other_proxy_cpu"] or 0, s["other_load_cpu"] or 0) > NOISY_SHARE
            for s in psummary.values()):
         noisy.append("protect")
+    for key in ("h2tls", "handshake"):
+        if any(max(t[key]["other_proxy_cpu"] or 0, t[key]["other_load_cpu"] or 0) > NOISY_SHARE
+               for t in tsummary.values()):
+            noisy.append(key)
     if args.busy_before > NOISY_SHARE:
         notes.append(f"before the run, other processes kept the benchmark CPUs "
                      f"{args.busy_before:.0%} busy")
@@ -1043,6 +1439,10 @@ def run_lengths(args, psummary):
         out.append(f"{args.duration}s per wrk scenario")
     if psummary:
         out.append(f"{args.protect_duration}s per protect run")
+    if "h2tls" in args.scenarios:
+        out.append(f"{args.h2_requests:,} h2load requests per h2tls run")
+    if "handshake" in args.scenarios:
+        out.append(f"{args.handshake_duration}s of s_time per handshake run")
     return out or ["idle connections only"]
 
 
@@ -1064,8 +1464,12 @@ def ratio_lines(summary, cands, key, metrics):
 
 def versions(args):
     out = []
-    for name, argv in (("nginx", [args.nginx, "-v"]), ("HAProxy", [args.haproxy, "-v"]),
-                       ("wrk", [args.wrk, "-v"])):
+    tools = [("nginx", [args.nginx, "-v"]), ("HAProxy", [args.haproxy, "-v"]),
+             ("wrk", [args.wrk, "-v"])]
+    if any(s in TLS_SCENARIOS for s in args.scenarios):
+        tools += [("H2O", [args.h2o, "--version"]), ("h2load", [args.h2load, "--version"]),
+                  ("OpenSSL", [args.openssl, "version"])]
+    for name, argv in tools:
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=5)
             text = (r.stdout + r.stderr).strip().splitlines()
@@ -1109,6 +1513,18 @@ def parse_args(argv):
     ap.add_argument("--protect-duration", type=parse_duration, default=None,
                     help="seconds per wrk run of the protect scenario "
                          "(env BENCH_PROTECT_DURATION, default 5)")
+    ap.add_argument("--tls-candidates",
+                    default=os.environ.get("BENCH_TLS_CANDIDATES", ",".join(TLS_CANDIDATES)),
+                    help="comma-separated subset of portero,nginx,haproxy,h2o for the TLS "
+                         "scenarios (env BENCH_TLS_CANDIDATES)")
+    ap.add_argument("--h2-requests", type=int, default=None,
+                    help="h2load requests per h2tls run (env BENCH_H2_REQUESTS, default 100000)")
+    ap.add_argument("--handshake-duration", type=parse_duration, default=None,
+                    help="seconds of s_time per handshake run (env BENCH_HANDSHAKE_DURATION, "
+                         "default 3)")
+    ap.add_argument("--h2load", default="/usr/bin/h2load")
+    ap.add_argument("--openssl", default="/usr/bin/openssl")
+    ap.add_argument("--h2o", default="/usr/bin/h2o")
     ap.add_argument("--portero", default=os.environ.get("PORTERO_BIN",
                                                         os.path.join(ROOT, "build", "portero")))
     ap.add_argument("--nginx", default="/usr/sbin/nginx")
@@ -1123,6 +1539,10 @@ def parse_args(argv):
     a.protect_duration = a.protect_duration or (
         2 if a.quick else parse_duration(env.get("BENCH_PROTECT_DURATION", "5")))
     a.rounds = a.rounds or (1 if a.quick else int(env.get("BENCH_ROUNDS", "3")))
+    a.h2_requests = a.h2_requests or (20000 if a.quick else
+                                      int(env.get("BENCH_H2_REQUESTS", "100000")))
+    a.handshake_duration = a.handshake_duration or (
+        2 if a.quick else parse_duration(env.get("BENCH_HANDSHAKE_DURATION", "3")))
     a.idle_conns = a.idle_conns or (2000 if a.quick else int(env.get("BENCH_IDLE_CONNS", "10000")))
     a.warmup = 1
     global NICE
@@ -1132,6 +1552,10 @@ def parse_args(argv):
     for c in a.candidates:
         if c not in CANDIDATES:
             ap.error(f"unknown candidate {c!r}")
+    a.tls_candidates = [c.strip() for c in a.tls_candidates.split(",") if c.strip()]
+    for c in a.tls_candidates:
+        if c not in TLS_CANDIDATES:
+            ap.error(f"unknown TLS candidate {c!r}")
     for s in a.scenarios:
         if s not in SCENARIOS:
             ap.error(f"unknown scenario {s!r}")
@@ -1167,7 +1591,10 @@ def raise_nofile(want):
 
 def main(argv):
     args = parse_args(argv)
-    for tool in (args.nginx, args.wrk):
+    needed = [args.nginx, args.wrk]
+    if any(s in TLS_SCENARIOS for s in args.scenarios):
+        needed += [args.h2load, args.openssl]
+    for tool in needed:
         if not os.access(tool, os.X_OK):
             log(f"{tool} is missing (run `make deps`)")
             return 2
@@ -1203,10 +1630,16 @@ def main(argv):
     variants = protect_variants(args)
     protect = {v[1]: [] for v in variants}
     protect_status = {v[1]: [] for v in variants}
-    compared = [s for s in args.scenarios if s != "protect"]
+    compared = [s for s in args.scenarios if s != "protect" and s not in TLS_SCENARIOS]
+    tls_wanted = [s for s in args.scenarios if s in TLS_SCENARIOS]
+    tls_results = {n: {k: [] for k in ("h2tls", "handshake", "resume")}
+                   for n in args.tls_candidates}
+    tls_status = {n: [] for n in args.tls_candidates}
     interrupted = False
     try:
-        log(f"temp dir {tmp}; candidates {', '.join(args.candidates)}; scenarios "
+        log(f"temp dir {tmp}; candidates {', '.join(args.candidates)}"
+            + (f" (TLS: {', '.join(args.tls_candidates)})" if tls_wanted else "")
+            + "; scenarios "
             f"{', '.join(args.scenarios)}; {args.rounds} round(s) × {args.duration}s"
             + (f" ({args.protect_duration}s per protect run)" if variants else ""))
         try:
@@ -1216,6 +1649,8 @@ def main(argv):
                 f"{tail(os.path.join(tmp, 'backend-error.log'))}")
             return 1
         log(f"backend nginx on 127.0.0.1:{env.backend_port}")
+        if tls_wanted:
+            make_tls_cert(env)
         for rnd in range(args.rounds):
             order = list(args.candidates) if compared else []
             random.shuffle(order)
@@ -1227,6 +1662,12 @@ def main(argv):
                 run_candidate_round(env, name, results, status)
             for v in steps:
                 run_protect_variant(env, v, protect, protect_status)
+            tls_order = list(args.tls_candidates) if tls_wanted else []
+            random.shuffle(tls_order)
+            if tls_order:
+                log(f"round {rnd + 1}/{args.rounds}, TLS: " + ", ".join(tls_order))
+            for name in tls_order:
+                run_tls_round(env, name, tls_results, tls_status)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted; cleaning up")
@@ -1242,7 +1683,9 @@ def main(argv):
     elapsed = time.monotonic() - t_start
     summary = summarize(results, args.candidates, args.scenarios)
     psummary = summarize_protect(protect, variants)
-    text = report(args, summary, status, started, elapsed, psummary, protect_status)
+    tsummary = summarize_tls(tls_results, args.tls_candidates) if tls_wanted else {}
+    text = report(args, summary, status, started, elapsed, psummary, protect_status,
+                  tsummary, tls_status)
     print(text)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
@@ -1256,7 +1699,11 @@ def main(argv):
                    "summary": summary, "runs": results,
                    "problems": status, "protect_duration_s": args.protect_duration,
                    "protect_summary": psummary, "protect_runs": protect,
-                   "protect_problems": protect_status}, f, indent=1)
+                   "protect_problems": protect_status,
+                   "h2_requests": args.h2_requests,
+                   "handshake_duration_s": args.handshake_duration,
+                   "tls_summary": tsummary, "tls_runs": tls_results,
+                   "tls_problems": tls_status}, f, indent=1)
     log(f"wrote {args.output} and {raw}")
     return 0
 

@@ -145,7 +145,7 @@ def test_old_protocols_refused(tls_proxy, certs, flag):
     _, port, _ = tls_proxy
     # SECLEVEL=0 so that our own client is willing to offer them
     r = s_client(port, flag, "-cipher", "DEFAULT:@SECLEVEL=0", servername="a.test")
-    assert "no protocols available" not in r.text, r
+    assert not r.client_refused, r
     assert not r.ok, r
 
 
@@ -163,13 +163,15 @@ def test_min_version_13(make_portero, backend_factory, certs):
     assert s_client(port, "-tls1_3", servername="a.test").ok
 
 
+# 3DES, RC4 and export suites: Debian's OpenSSL 3 cannot even offer them (testssl probes them
+# with raw sockets: test_testssl.py)
 @pytest.mark.parametrize("cipher", ["AES128-SHA", "AES256-SHA", "ECDHE-RSA-AES128-SHA",
-                                    "ECDHE-ECDSA-AES256-SHA", "DES-CBC3-SHA",
-                                    "ECDHE-RSA-DES-CBC3-SHA", "NULL-SHA256"])
+                                    "ECDHE-ECDSA-AES256-SHA", "NULL-SHA256"])
 def test_weak_ciphers_refused(tls_proxy, certs, cipher):
     _, port, _ = tls_proxy
     r = s_client(port, "-tls1_2", "-cipher", cipher + ":@SECLEVEL=0", servername="a.test")
-    assert "no ciphers available" not in r.text, r
+    if r.client_refused:
+        pytest.skip("this OpenSSL cannot offer %s at all" % cipher)
     assert not r.ok, r
 
 

@@ -176,11 +176,19 @@ class SClient:
         t = self.text
         m = re.search(r"^subject=(.*)$", t, re.M)
         self.subject = m.group(1).strip() if m else None
-        m = re.search(r"^(New|Reused), (TLSv[\d.]+|\(NONE\)), Cipher is (\S+)", t, re.M)
+        # "New, TLSv1.3, Cipher is X": the version there is the cipher's, not the connection's
+        m = re.search(r"^(New|Reused), ([^,]+), Cipher is (\S+)", t, re.M)
         self.reused = bool(m and m.group(1) == "Reused")
-        self.protocol = m.group(2) if m else None
         self.cipher = m.group(3) if m else None
         self.ok = bool(m) and self.cipher not in (None, "(NONE)") and self.subject is not None
+        # ... except for TLS 1.3 suites; the session block (absent when s_client quit before
+        # reading a ticket) has the connection's
+        tls13 = bool(m) and m.group(2) == "TLSv1.3"
+        p = re.search(r"^\s*Protocol\s*: (\S+)", t, re.M)
+        self.protocol = (p.group(1) if p else "TLSv1.3" if tls13 else None) if self.ok else None
+        # the client itself could not offer what was asked (e.g. a cipher OpenSSL 3 lacks)
+        self.client_refused = bool(re.search(r"no cipher match|no ciphers available|"
+                                             r"no protocols available", t))
         m = re.search(r"^ALPN protocol: (\S+)", t, re.M)
         self.alpn = m.group(1) if m else None
         m = re.search(r"OCSP Response Status: (\w+)", t)
