@@ -60,7 +60,7 @@ static bool h2b_ieq(const uint8_t *p, size_t n, const char *lit)
     return str_ieq_cstr(str_make((const char *)p, n), lit);
 }
 
-static enum http_method h2b_method_id(const struct sbuf *m)
+static enum http_method h2b_method_id(struct str m)
 {
     static const struct { const char *name; enum http_method id; } map[] = {
         { "GET", HTTP_METHOD_GET },         { "HEAD", HTTP_METHOD_HEAD },
@@ -70,7 +70,7 @@ static enum http_method h2b_method_id(const struct sbuf *m)
         { "PATCH", HTTP_METHOD_PATCH },
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (h2b_eq((const uint8_t *)m->p, m->len, map[i].name))
+        if (h2b_eq((const uint8_t *)m.p, m.n, map[i].name))
             return map[i].id;
     return HTTP_METHOD_OTHER;
 }
@@ -85,11 +85,7 @@ void h2b_head_init(struct h2b_head *h, enum h2b_block kind, uint32_t max_list)
 
 void h2b_head_free(struct h2b_head *h)
 {
-    sbuf_free(&h->method);
-    sbuf_free(&h->scheme);
-    sbuf_free(&h->authority);
-    sbuf_free(&h->path);
-    sbuf_free(&h->host);
+    sbuf_free(&h->values);
     sbuf_free(&h->fields);
     sbuf_free(&h->cookie);
 }
@@ -101,13 +97,21 @@ static int h2b_fail(struct h2b_head *h, int err)
     return h->error;
 }
 
-/* Stores a pseudo-header value once (a second one is malformed, §8.3). */
-static int h2b_set_pseudo(struct h2b_head *h, struct sbuf *slot, const uint8_t *v, size_t n)
+static struct str h2b_val(const struct h2b_head *h, struct h2b_slice sl)
 {
-    if (slot->len || slot->failed)
+    return str_make(sl.len ? h->values.p + sl.off : "", sl.len);
+}
+
+/* Stores a pseudo-header (or host) value once (a second one is malformed, §8.3). N > 0: every
+ * such value was checked non-empty. */
+static int h2b_set_value(struct h2b_head *h, struct h2b_slice *slot, const uint8_t *v, size_t n)
+{
+    if (slot->len)
         return h2b_fail(h, -400);
-    sbuf_append(slot, v, n); /* N > 0: every pseudo value was checked non-empty */
-    return 0;
+    slot->off = (uint32_t)h->values.len;
+    sbuf_append(&h->values, v, n);
+    slot->len = (uint32_t)n;
+    return h->values.failed ? h2b_fail(h, -1) : 0;
 }
 
 static int h2b_status_value(const uint8_t *v, size_t n)
@@ -144,23 +148,23 @@ static int h2b_add_pseudo(struct h2b_head *h, const uint8_t *name, size_t nlen, 
         for (size_t i = 0; i < vlen; i++)
             if (!h2b_is_tchar(v[i]))
                 return h2b_fail(h, -400);
-        int r = h2b_set_pseudo(h, &h->method, v, vlen);
-        h->method_id = h2b_method_id(&h->method);
+        int r = h2b_set_value(h, &h->method, v, vlen);
+        h->method_id = r ? HTTP_METHOD_OTHER : h2b_method_id(h2b_val(h, h->method));
         return r;
     }
     if (h2b_eq(name, nlen, ":scheme"))
-        return h2b_visible(v, vlen) ? h2b_set_pseudo(h, &h->scheme, v, vlen) : h2b_fail(h, -400);
+        return h2b_visible(v, vlen) ? h2b_set_value(h, &h->scheme, v, vlen) : h2b_fail(h, -400);
     if (h2b_eq(name, nlen, ":path")) {
         /* origin-form, or "*" (OPTIONS); never empty for http(s) */
         if (!h2b_visible(v, vlen) || (v[0] != '/' && !h2b_eq(v, vlen, "*")))
             return h2b_fail(h, -400);
-        return h2b_set_pseudo(h, &h->path, v, vlen);
+        return h2b_set_value(h, &h->path, v, vlen);
     }
     if (h2b_eq(name, nlen, ":authority")) {
         /* no deprecated userinfo (§8.3.1) */
         if (!h2b_visible(v, vlen) || memchr(v, '@', vlen))
             return h2b_fail(h, -400);
-        return h2b_set_pseudo(h, &h->authority, v, vlen);
+        return h2b_set_value(h, &h->authority, v, vlen);
     }
     return h2b_fail(h, -400); /* unknown, or :protocol which we never enabled (RFC 8441) */
 }
@@ -204,8 +208,7 @@ static int h2b_add_regular(struct h2b_head *h, const uint8_t *name, size_t nlen,
         if (h->has_host || !h2b_visible(v, vlen) || memchr(v, '@', vlen))
             return h2b_fail(h, -400);
         h->has_host = true;
-        sbuf_append(&h->host, v, vlen);
-        return 0;
+        return h2b_set_value(h, &h->host, v, vlen);
     }
     if (h->kind == H2B_REQUEST && h2b_eq(name, nlen, "cookie")) {
         /* §8.2.3: crumbs sent as separate fields are joined again for HTTP/1.1 */
@@ -244,20 +247,19 @@ static int h2b_finish_request(struct h2b_head *h, unsigned flags, struct sbuf *o
         return -400; /* CONNECT (§8.5) is not bridged yet */
     if (!h->scheme.len || !h->path.len)
         return -400;
-    struct sbuf *authority = h->authority.len ? &h->authority : &h->host;
-    if (!authority->len)
+    struct str authority = h2b_val(h, h->authority.len ? h->authority : h->host);
+    if (!authority.n)
         return -400;
     /* §8.3.1: a Host that names another entity than :authority makes the request malformed */
-    if (h->authority.len && h->host.len &&
-        !str_ieq(str_make(h->host.p, h->host.len), str_make(h->authority.p, h->authority.len)))
+    if (h->authority.len && h->host.len && !str_ieq(h2b_val(h, h->host), authority))
         return -400;
     if (!(flags & H2B_F_BODY) && h->content_length > 0)
         return -400; /* a body announced, END_STREAM says there is none (§8.1.1) */
-    sbuf_append(out, h->method.p, h->method.len);
+    sbuf_append_str(out, h2b_val(h, h->method));
     sbuf_append(out, " ", 1);
-    sbuf_append(out, h->path.p, h->path.len);
+    sbuf_append_str(out, h2b_val(h, h->path));
     sbuf_append_cstr(out, " HTTP/1.1\r\nhost: ");
-    sbuf_append(out, authority->p, authority->len);
+    sbuf_append_str(out, authority);
     sbuf_append(out, "\r\n", 2);
     sbuf_append(out, h->fields.p, h->fields.len);
     if (h->cookie.len)
@@ -293,8 +295,7 @@ int h2b_head_finish(struct h2b_head *h, unsigned flags, struct sbuf *out)
 {
     if (h->error)
         return h->error;
-    if (h->method.failed || h->scheme.failed || h->authority.failed || h->path.failed ||
-        h->host.failed || h->fields.failed || h->cookie.failed)
+    if (h->values.failed || h->fields.failed || h->cookie.failed)
         return -1;
     int r;
     if (h->kind == H2B_REQUEST) {

@@ -47,13 +47,16 @@ struct h2b_head {
     int64_t content_length;  /* the content-length field's value, -1 if none or unparsable */
     bool body_chunked;       /* finish: the head says Transfer-Encoding: chunked (request or
                                 response with a body and no content-length) */
-    struct sbuf method, scheme, authority, path, host; /* private: pseudo values and host */
+    struct h2b_slice { uint32_t off, len; } method, scheme, authority, path, host; /* private:
+                                where `values` holds the pseudo-header values and host */
+    struct sbuf values;      /* private */
     struct sbuf fields;      /* private: regular fields as "name: value\r\n" */
     struct sbuf cookie;      /* private: cookie crumbs joined with "; " (§8.2.3) */
 };
 
 void h2b_head_init(struct h2b_head *h, enum h2b_block kind, uint32_t max_list);
-/* Adds one field (NAME lowercase, as received). Returns 0, or the (sticky) error: -400 for a
+/* Adds one field (NAME lowercase, as received). Returns 0, or the (sticky) error: -1 when out of
+ * memory, -400 for a
  * malformed field (§8.2.1 uppercase or non-token name, CR/LF/NUL or surrounding whitespace in a
  * value, unknown/misplaced/duplicate pseudo-header, connection-specific field §8.2.2, te other than
  * "trailers"), -431 when the list passes max_list. */

@@ -71,16 +71,18 @@ static bool h2b_listed_in_connection(const struct http_msg *m, struct str name)
     return false;
 }
 
-/* RFC 9113 §8.2.2: connection-specific fields are never sent; Host travels as :authority. */
+/* RFC 9113 §8.2.2: connection-specific fields are never sent; Host travels as :authority. (By
+ * length first: this runs for every field of every message.) */
 static bool h2b_is_connection_field(struct str name)
 {
-    static const char *const names[] = {
-        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host",
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (str_ieq_cstr(name, names[i]))
-            return true;
-    return false;
+    switch (name.n) {
+    case 4: return str_ieq_cstr(name, "host");
+    case 7: return str_ieq_cstr(name, "upgrade");
+    case 10: return str_ieq_cstr(name, "connection") || str_ieq_cstr(name, "keep-alive");
+    case 16: return str_ieq_cstr(name, "proxy-connection");
+    case 17: return str_ieq_cstr(name, "transfer-encoding");
+    default: return false;
+    }
 }
 
 /* §8.2.2: TE may be sent only as "trailers". */
@@ -98,14 +100,16 @@ static bool h2b_te_has_trailers(struct str value)
 
 static void h2b_emit_fields(struct h2b_nvb *b, const struct http_msg *m)
 {
-    bool te = false;
+    bool te = false, conn = false;
+    for (uint32_t i = 0; i < m->n_headers && !conn; i++)
+        conn = m->headers[i].name.n == 10 && str_ieq_cstr(m->headers[i].name, "connection");
     for (uint32_t i = 0; i < m->n_headers; i++) {
         const struct http_header *f = &m->headers[i];
-        if (str_ieq_cstr(f->name, "te")) {
+        if (f->name.n == 2 && str_ieq_cstr(f->name, "te")) {
             te = te || h2b_te_has_trailers(f->value);
             continue;
         }
-        if (h2b_is_connection_field(f->name) || h2b_listed_in_connection(m, f->name))
+        if (h2b_is_connection_field(f->name) || (conn && h2b_listed_in_connection(m, f->name)))
             continue;
         h2b_nvb_put(b, f->name, f->value);
     }
