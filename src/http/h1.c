@@ -845,6 +845,42 @@ static const h1_ck_handler h1_ck_handlers[] = {
     [H1_CK_ERROR] = h1_ck_fail,
 };
 
+/* RFC 9110 §6.5.1: a trailer must not carry what frames, routes, authenticates or controls the
+ * message; a recipient that keeps trailers drops those (the smuggling corpus sends them). */
+static bool h1_trailer_allowed(struct str name)
+{
+    static const char *const deny[] = {
+        "content-length", "transfer-encoding", "host", "connection", "keep-alive", "proxy-connection",
+        "te", "upgrade", "trailer", "expect", "max-forwards", "range", "if-match", "if-none-match",
+        "if-modified-since", "if-unmodified-since", "if-range", "authorization", "proxy-authorization",
+        "www-authenticate", "proxy-authenticate", "cookie", "set-cookie", "content-encoding",
+        "content-type", "content-range", "cache-control", "expires", "pragma", "age", "date",
+        "location", "retry-after", "vary", "forwarded", "x-forwarded-for",
+    };
+    for (size_t i = 0; i < sizeof deny / sizeof deny[0]; i++)
+        if (str_ieq_cstr(name, deny[i]))
+            return false;
+    return true;
+}
+
+/* Copies a trailer line's bytes (not the final CRLF) to st->trailers, and takes the line back
+ * out when it is complete and names a field a trailer may not carry. */
+static void h1_ck_keep_trailer(struct h1_chunked *st, uint8_t before, unsigned char ch)
+{
+    bool starts = before == H1_CK_TR_START && st->state == H1_CK_TR_NAME;
+    if (!starts && before != H1_CK_TR_NAME && before != H1_CK_TR_VALUE && before != H1_CK_TR_LF)
+        return;
+    if (starts)
+        st->tr_line = (uint32_t)st->trailers->len;
+    sbuf_append(st->trailers, (const char *)&ch, 1);
+    if (before != H1_CK_TR_LF || st->trailers->failed)
+        return;
+    const char *line = st->trailers->p + st->tr_line;
+    const char *colon = memchr(line, ':', st->trailers->len - st->tr_line);
+    if (colon && !h1_trailer_allowed(str_make(line, (size_t)(colon - line))))
+        st->trailers->len = st->tr_line;
+}
+
 int h1_chunked_decode(struct h1_chunked *st, char *in, size_t len, size_t *consumed,
                       size_t *produced)
 {
@@ -871,10 +907,8 @@ int h1_chunked_decode(struct h1_chunked *st, char *in, size_t len, size_t *consu
             rc = -1;
             break;
         }
-        bool trailer_byte = (before == H1_CK_TR_START && st->state == H1_CK_TR_NAME) ||
-                            before == H1_CK_TR_NAME || before == H1_CK_TR_VALUE || before == H1_CK_TR_LF;
-        if (st->trailers && trailer_byte)
-            sbuf_append(st->trailers, in + i, 1); /* a trailer line byte, not the final CRLF */
+        if (st->trailers)
+            h1_ck_keep_trailer(st, before, (unsigned char)in[i]);
         i++;
     }
     if (st->state == H1_CK_DONE)

@@ -47,7 +47,9 @@ struct h1_chunked {
     uint32_t aux;       /* private: bytes seen in the current extension / trailer section */
     uint64_t remaining; /* private: data bytes left in the current chunk */
     struct sbuf *trailers; /* optional, not owned: receives the trailer field lines, each with its
-                              CRLF (gRPC's status travels there) */
+                              CRLF (gRPC's status travels there), minus the fields a trailer must
+                              not carry (RFC 9110 §6.5.1: framing, routing, auth, ...) */
+    uint32_t tr_line;   /* private: where the trailer line being kept starts in *trailers */
 };
 
 /* Decodes IN[0..LEN) in place: the data bytes found are moved to the start of IN and their count

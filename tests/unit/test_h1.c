@@ -993,6 +993,23 @@ UNIT_TEST(test_chunked_trailers_kept_across_splits)
     sbuf_free(&tr);
 }
 
+/* Fields a trailer may not carry (RFC 9110 §6.5.1) are dropped, the others kept in order. */
+UNIT_TEST(test_chunked_trailers_forbidden_fields_dropped)
+{
+    const char *s = "0\r\nContent-Length: 50\r\ngrpc-status: 0\r\nHOST: evil\r\n"
+                    "Transfer-Encoding: chunked\r\nX-Sum: 1\r\n\r\n";
+    size_t n = strlen(s);
+    struct sbuf tr = { 0 };
+    struct h1_chunked st = { .trailers = &tr };
+    char buf[256];
+    size_t c, p;
+    memcpy(buf, s, n);
+    CHECK_EQ_INT(h1_chunked_decode(&st, buf, n, &c, &p), 1);
+    CHECK_EQ_INT(tr.len, strlen("grpc-status: 0\r\nX-Sum: 1\r\n"));
+    CHECK(memcmp(tr.p, "grpc-status: 0\r\nX-Sum: 1\r\n", tr.len) == 0);
+    sbuf_free(&tr);
+}
+
 /* A body without trailers leaves the sink empty; a malformed trailer still fails the body. */
 UNIT_TEST(test_chunked_trailers_kept_none_and_malformed)
 {
