@@ -1,6 +1,6 @@
 # portero build. `make run` and `make test` are the two commands of the README.
 CC      ?= gcc
-PKGS    := yaml-0.1 libpcre2-8 openssl libcrypt hiredis modsecurity libnghttp2
+PKGS    := yaml-0.1 libpcre2-8 openssl libcrypt hiredis modsecurity libnghttp2 zlib libbrotlienc libbrotlidec libzstd
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
@@ -53,20 +53,23 @@ build/asan/unit/%: tests/unit/%.c $(SAN_OBJ) tests/unit/unit.h
 
 # libFuzzer needs clang; targets link only the pure modules they exercise.
 FUZZ_DEPS := src/http/h1.c src/core/str.c src/core/sbuf.c src/core/fdpass.c src/conf/config.c \
-             src/conf/config_policy.c src/conf/config_tls.c src/conf/cidr.c src/conf/yaml_doc.c src/admin/admin_json.c
+             src/conf/config_policy.c src/conf/config_tls.c src/conf/config_cache.c src/conf/cidr.c src/conf/yaml_doc.c src/admin/admin_json.c
 # Per-target extra sources: FUZZ_EXTRA_<target>.
 FUZZ_EXTRA_fuzz_proxyproto := src/http/proxyproto.c
 FUZZ_EXTRA_fuzz_jwt := src/policy/jwt.c src/policy/jwt_keys.c src/policy/jwt_claims.c src/policy/base64.c src/core/log.c
 FUZZ_EXTRA_fuzz_path := src/http/path.c
+FUZZ_EXTRA_fuzz_compress := src/http/compress.c src/http/compress_stream.c
 FUZZ_EXTRA_fuzz_redirect := src/proxy/route.c
 FUZZ_EXTRA_fuzz_basic_auth := src/policy/basic_auth.c src/policy/base64.c
+FUZZ_EXTRA_fuzz_cache_rules := src/cache/cache_cc.c src/cache/cache_date.c src/cache/cache_rules.c \
+    src/cache/cache_head.c src/cache/cache_range.c src/http/msg.c
 FUZZ_EXTRA_fuzz_h2_bridge := src/http/h2_bridge.c src/http/h2_bridge_nv.c src/http/h2_bridge_body.c \
-    src/http/hdr.c src/http/msg.c
+    src/http/hdr.c src/http/msg.c src/http/compress.c
 FUZZ_EXTRA_fuzz_real_client := src/policy/policy.c src/policy/policy_addr.c src/policy/policy_rate.c \
     src/policy/policy_auth.c src/policy/basic_auth.c src/policy/base64.c src/core/offload.c \
     src/policy/fwdauth.c src/policy/jwt.c src/policy/jwt_keys.c src/policy/jwt_claims.c \
     src/policy/ratelimit.c src/policy/redis_limit.c src/policy/waf.c src/core/log.c \
-    src/core/sock.c src/core/loop.c src/http/hdr.c src/http/msg.c
+    src/core/sock.c src/core/loop.c src/http/hdr.c src/http/msg.c src/http/compress.c
 # Each source is compiled once for all targets (instrumented, not linked with libFuzzer's main).
 FUZZ_CFLAGS := $(CSTD) -O1 -g -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 fuzz_objs = $(patsubst src/%.c,build/fuzz/obj/%.o,$(1))

@@ -18,6 +18,10 @@ backend.  Scenarios:
   handshake  a new TLS 1.3 connection per request: 4 x `openssl s_time -new`
          (full handshakes, nothing resumed) for 3 s, then h2load --h1 -c 16
          -H 'Connection: close' (every connection resumes a session)
+  cache  cache hits: wrk -t1 -c50 for 5 s on GET /cached (1 KiB, max-age=3600)
+         against portero (cache zone), nginx (proxy_cache), HAProxy (cache
+         section) and Varnish; then the eviction simulator's S3-FIFO vs LRU
+         hit ratios (build/bench/cache_trace)
 
 For the wrk, h2load and s_time scenarios the proxy's CPU time (utime+stime
 of all its processes and threads, from /proc/PID/stat) over the run is
@@ -27,7 +31,7 @@ reported.  The TLS scenarios run after the others in each round, with a
 TLS-configured instance of each candidate.
 
 Python 3 standard library only (plus the h2load, openssl and h2o binaries
-for the TLS scenarios).  See bench/README.md.
+for the TLS scenarios, varnishd for the cache scenario).  See bench/README.md.
 """
 
 import argparse
@@ -71,7 +75,7 @@ WRK_SCENARIOS = (
      "One connection per request (GET /small, wrk -t1 -c50 -H 'Connection: close')"),
 )
 IDLE_TITLE = "Idle keep-alive client connections (RSS growth per connection)"
-SCENARIOS = ("small", "1m", "close", "idle", "protect", "h2tls", "handshake")
+SCENARIOS = ("small", "1m", "close", "idle", "protect", "h2tls", "handshake", "cache")
 
 # The "protect" scenario: what the request steps of issue 6 cost per request.
 # A browser's headers, not wrk's bare request: the CRS scores a numeric Host
@@ -405,6 +409,7 @@ class Env:
         self.backend_port = None
         self.backend = None
         self.large_body = None
+        self.cached_body = None
 
 
 def start_backend(env):
@@ -414,6 +419,9 @@ def start_backend(env):
     env.large_body = bytes(rnd.getrandbits(8) for _ in range(4096)) * (LARGE_SIZE // 4096)
     with open(os.path.join(www, "1m"), "wb") as f:
         f.write(env.large_body)
+    env.cached_body = cached_body()
+    with open(os.path.join(www, "cached"), "wb") as f:
+        f.write(env.cached_body)
     env.backend_port = free_port(env.ports)
     conf = fill("backend-nginx.conf.tmpl", os.path.join(env.tmp, "backend-nginx.conf"), {
         "USER_LINE": env.user_line, "CPU_MASK": cpu_mask(env.args.load_cpu),
@@ -1092,6 +1100,236 @@ def tls_report(args, ts, tstatus):
 
 
 # --------------------------------------------------------------------------
+# Cache scenario (issue 5): hits of one 1 KiB object, answered by the proxy's
+# cache without touching the backend. portero (a cache zone), nginx
+# (proxy_cache), HAProxy (its `cache` section) and Varnish; CPU µs per hit.
+# Plus the eviction policy's hit ratio against LRU on a scan-heavy trace
+# (build/bench/cache_trace, the simulator of src/cache/cache_sim.c).
+
+CACHE_CANDIDATES = ("portero", "nginx", "haproxy", "varnish")
+DISPLAY["varnish"] = "Varnish"
+CACHE_PATH = "/cached"
+CACHE_SIZE = 1024
+CACHE_CONNS = 50
+CACHE_TITLE = (f"Cache hits (GET {CACHE_PATH}, 1 KiB, Cache-Control: max-age=3600, keep-alive, "
+               f"wrk -t1 -c{CACHE_CONNS})")
+CACHE_TEMPLATES = {"portero": "portero-cache.yaml.tmpl", "nginx": "nginx-cache.conf.tmpl",
+                   "haproxy": "haproxy-cache.cfg.tmpl", "varnish": "varnish.vcl.tmpl"}
+# Target of issue 5: CPU per hit <= 0.8 x HAProxy's.
+CACHE_TARGET = 0.8
+# A run counts only if (nearly) every request was a hit: the backend saw at
+# most this share of wrk's requests.
+CACHE_MAX_BACKEND_SHARE = 0.01
+SIM_TITLE = "Eviction policy: S3-FIFO vs LRU hit ratio on a scan-heavy trace"
+
+
+def cached_body():
+    """The 1 KiB object the backend serves at /cached (text, deterministic)."""
+    line = b"portero cache benchmark object, 1 KiB of text to be served from a cache.\n"
+    return (line * (CACHE_SIZE // len(line) + 1))[:CACHE_SIZE]
+
+
+def backend_cached_requests(env):
+    """Requests for /cached the backend has logged so far."""
+    try:
+        with open(os.path.join(env.tmp, "backend-cached.log"), "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def cache_candidate_argv(env, name, port):
+    d = env.tmp
+    conf = os.path.join(d, CACHE_TEMPLATES[name].replace(".tmpl", ""))
+    vals = {"PORT": port, "BACKEND_PORT": env.backend_port}
+    if name == "portero":
+        env.admin_port = free_port(env.ports)
+        fill(CACHE_TEMPLATES[name], conf, {**vals, "ADMIN_PORT": env.admin_port})
+        return [env.args.portero, "-c", conf]
+    if name == "nginx":
+        shutil.rmtree(os.path.join(d, "nginx-cache"), ignore_errors=True)
+        fill(CACHE_TEMPLATES[name], conf, {**vals, "USER_LINE": env.user_line,
+                                           "CPU_MASK": cpu_mask(env.args.proxy_cpu),
+                                           "NOFILE": env.nofile, "DIR": d})
+        return [env.args.nginx, "-p", d, "-e", os.path.join(d, "nginx-error.log"),
+                "-c", conf, "-g", "daemon off;"]
+    if name == "haproxy":
+        fill(CACHE_TEMPLATES[name], conf, {**vals, "CPU": env.args.proxy_cpu})
+        return [env.args.haproxy, "-db", "-f", conf]
+    if name == "varnish":
+        fill(CACHE_TEMPLATES[name], conf, vals)
+        workdir = os.path.join(d, "varnish")
+        shutil.rmtree(workdir, ignore_errors=True)
+        return [env.args.varnishd, "-F", "-a", f"127.0.0.1:{port}", "-f", conf, "-n", workdir,
+                "-s", "malloc,64m", "-p", "thread_pools=1"]
+    raise ValueError(name)
+
+
+def cache_binary(env, name):
+    return {"portero": env.args.portero, "nginx": env.args.nginx, "haproxy": env.args.haproxy,
+            "varnish": env.args.varnishd}[name]
+
+
+def check_cache_works(env, port):
+    """GET /cached three times: 200 with the object each time, the backend asked at most once."""
+    before = backend_cached_requests(env)
+    for i in range(3):
+        try:
+            status, body = http_get(port, CACHE_PATH)
+        except (OSError, http.client.HTTPException) as e:
+            raise BenchError(f"GET {CACHE_PATH}: {type(e).__name__}: {e}")
+        if status != 200 or body != env.cached_body:
+            raise BenchError(f"GET {CACHE_PATH} #{i + 1}: status {status}, {len(body)} bytes")
+    time.sleep(0.2)  # the backend writes its log line after the response
+    asked = backend_cached_requests(env) - before
+    if asked > 1:
+        raise BenchError(f"not caching: the backend answered {asked} of 3 requests")
+
+
+def start_cache_candidate(env, name):
+    binary = cache_binary(env, name)
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        raise BenchError(f"{binary} not found")
+    port = free_port(env.ports)
+    argv = cache_candidate_argv(env, name, port)
+    out = os.path.join(env.tmp, f"{name}-cache.out")
+    p = env.procs.start(name, argv, env.args.proxy_cpu, out)
+    try:
+        wait_port(port, p, timeout=30)  # Varnish compiles its VCL first
+        check_cache_works(env, port)
+    except BenchError as e:
+        env.procs.stop(p)
+        raise BenchError(f"{e}; output: {tail(out)}")
+    return p, port
+
+
+def run_cache_round(env, name, results, status):
+    try:
+        p, port = start_cache_candidate(env, name)
+    except BenchError as e:
+        status[name].append(f"failed to start / not working: {e}")
+        log(f"{name} (cache): failed to start / not working: {e}")
+        return
+    try:
+        run_wrk(env, port, CACHE_PATH, CACHE_CONNS, [], env.args.warmup)
+        before = backend_cached_requests(env)
+        r = measured_wrk(env, p, port, CACHE_PATH, CACHE_CONNS, [], env.args.cache_duration)
+        time.sleep(0.2)
+        r["backend_requests"] = backend_cached_requests(env) - before
+        r["valid"] = (r["valid"] and r["non2xx"] == 0
+                      and r["backend_requests"] <= CACHE_MAX_BACKEND_SHARE * r["requests"])
+        results[name].append(r)
+        log(f"{name} cache: {r['rps']:.0f} req/s, p99 {fmt_ms(r['p99_ms'])}, "
+            f"{fmt(r['cpu_us_per_req'], 2)} us CPU/hit ({fmt(r['user_us_per_req'], 2)} user), "
+            f"{r['requests']} reqs, {r['backend_requests']} reached the backend, "
+            f"{r['errors']} errors{'' if r['valid'] else ' (INVALID)'}; other load "
+            f"{r['other_proxy_cpu']:.0%} on proxy CPU, {r['other_load_cpu']:.0%} on load CPU")
+    except (BenchError, OSError, ValueError) as e:
+        if not isinstance(e, BenchError):
+            e = f"{type(e).__name__}: {e}"
+        status[name].append(f"failed during the run: {e}")
+        log(f"{name} (cache): failed during the run: {e}; "
+            f"output: {tail(os.path.join(env.tmp, name + '-cache.out'))}")
+    finally:
+        env.procs.stop(p)
+    time.sleep(0.3)
+
+
+def summarize_cache(results, candidates):
+    out = {}
+    for name in candidates:
+        runs = results[name]
+        out[name] = {
+            "rps": median_of(runs, "rps"), "p99_ms": median_of(runs, "p99_ms"),
+            "cpu_us_per_req": median_of(runs, "cpu_us_per_req"),
+            "user_us_per_req": median_of(runs, "user_us_per_req"),
+            "cpu_min": min_max(runs, "cpu_us_per_req", min),
+            "cpu_max": min_max(runs, "cpu_us_per_req", max),
+            "other_proxy_cpu": median_of(runs, "other_proxy_cpu"),
+            "other_load_cpu": median_of(runs, "other_load_cpu"),
+            "backend_requests": sum(r.get("backend_requests", 0) for r in runs),
+            "runs": len(runs), "valid_runs": sum(1 for r in runs if r["valid"])}
+    return out
+
+
+def cache_report(args, cs, cstatus):
+    L = [f"## {CACHE_TITLE}", ""]
+    L.append(f"A fresh proxy per round, its cache filled by one request, 1 s of warm-up, then "
+             f"`wrk -t1 -c{CACHE_CONNS} -d{args.cache_duration}s` on GET {CACHE_PATH} (a 1 KiB "
+             f"static file the backend serves with Cache-Control: max-age=3600). portero: a "
+             f"cache zone (memory tier); nginx: `proxy_cache` (keys in shared memory, bodies in "
+             f"files read through the page cache); HAProxy: a `cache` section with "
+             f"`http-request cache-use` / `http-response cache-store`; Varnish: the built-in VCL, "
+             f"`-s malloc,64m -p thread_pools=1`. A run counts when every answer was 2xx and at "
+             f"most {CACHE_MAX_BACKEND_SHARE:.0%} of the requests reached the backend "
+             f"(its log of {CACHE_PATH}).")
+    L += ["", "| candidate | req/s | p99 latency | CPU µs/hit | CPU µs/hit range | user µs/hit "
+              "| backend requests | valid runs | other load (proxy/load CPU) |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in cs.items():
+        if s["cpu_us_per_req"] is None:
+            why = ("invalid (errors or misses)" if s["runs"] else
+                   (cstatus[name][-1].split(":")[0] if cstatus[name] else "no result"))
+            L.append(f"| {DISPLAY[name]} | {why} | | | | | {s['backend_requests']} | "
+                     f"{s['valid_runs']}/{s['runs']} | |")
+            continue
+        L.append(f"| {DISPLAY[name]} | {fmt(s['rps'], 0)} | {fmt_ms(s['p99_ms'])} | "
+                 f"{fmt(s['cpu_us_per_req'], 2)} | {fmt(s['cpu_min'], 2)}–{fmt(s['cpu_max'], 2)} | "
+                 f"{fmt(s['user_us_per_req'], 2)} | {s['backend_requests']} | "
+                 f"{s['valid_runs']}/{s['runs']} | "
+                 f"{s['other_proxy_cpu']:.0%} / {s['other_load_cpu']:.0%} |")
+    L.append("")
+    mine = cs.get("portero", {}).get("cpu_us_per_req")
+    if "portero" in cs:
+        peers = [n for n in cs if n != "portero"]
+        if peers:
+            L.append("- CPU µs/hit " + ", ".join(
+                f"portero/{DISPLAY[n]} {fmt_ratio(ratio(mine, cs[n]['cpu_us_per_req']))}"
+                for n in peers))
+        theirs = cs.get("haproxy", {}).get("cpu_us_per_req")
+        limit = theirs * CACHE_TARGET if theirs is not None else None
+        L.append(f"- Target (issue 5): portero CPU µs/hit ≤ {CACHE_TARGET}× HAProxy's"
+                 + (f" = {limit:.2f} µs" if limit is not None else "")
+                 + f" → {verdict(mine, limit)}"
+                 + (f" (portero {mine:.2f} µs)" if mine is not None else ""))
+    L.append("")
+    return L
+
+
+def cache_trace_binary(args):
+    for path in (args.cache_trace, os.path.join(ROOT, "build", "bench", "cache_trace")):
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def run_cache_trace(args):
+    """The simulator's output (text), or a line saying why there is none."""
+    binary = cache_trace_binary(args)
+    if binary is None:
+        return None, "build/bench/cache_trace not found (build it: `make build/bench/cache_trace`)"
+    try:
+        r = subprocess.run([binary], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=300)
+    except subprocess.TimeoutExpired:
+        return None, f"{binary} did not finish within 300 s"
+    if r.returncode != 0:
+        return None, f"{binary} failed ({r.returncode}): {r.stderr.strip()[-300:]}"
+    return r.stdout.rstrip(), None
+
+
+def sim_report(text, problem):
+    L = [f"## {SIM_TITLE}", ""]
+    if problem:
+        L += [f"Not run: {problem}.", ""]
+        return L
+    L += ["`build/bench/cache_trace` (the trace generator and replay of `src/cache/cache_sim.c` "
+          "through the store's own `cache_evict`; deterministic, so one run):", "", "```",
+          text, "```", ""]
+    return L
+
+
+# --------------------------------------------------------------------------
 # Orchestration.
 
 def run_candidate_round(env, name, results, status):
@@ -1304,10 +1542,11 @@ def row_status(name, status, s):
 
 
 def report(args, summary, status, started, elapsed, psummary=None, pstatus=None,
-           tsummary=None, tstatus=None):
+           tsummary=None, tstatus=None, csummary=None, cstatus=None, sim=(None, None)):
     cands = args.candidates
     psummary, pstatus = psummary or {}, pstatus or {}
     tsummary, tstatus = tsummary or {}, tstatus or {}
+    csummary, cstatus = csummary or {}, cstatus or {}
     L = []
     L.append(f"# portero benchmark — {started:%Y-%m-%d %H:%M}")
     L.append("")
@@ -1394,6 +1633,9 @@ def report(args, summary, status, started, elapsed, psummary=None, pstatus=None,
         L.extend(protect_report(args, psummary, pstatus))
     if tsummary:
         L.extend(tls_report(args, tsummary, tstatus))
+    if csummary:
+        L.extend(cache_report(args, csummary, cstatus))
+        L.extend(sim_report(*sim))
     if targets:
         L.append("## Targets (issue 2, item 13)")
         L.append("")
@@ -1407,6 +1649,8 @@ def report(args, summary, status, started, elapsed, psummary=None, pstatus=None,
               for s in psummary.values() for msg in dict.fromkeys(pstatus[s['key']])]
     notes += [f"{DISPLAY[n]} (TLS): {msg}" for n in tsummary
               for msg in dict.fromkeys(tstatus.get(n, []))]
+    notes += [f"{DISPLAY[n]} (cache): {msg}" for n in csummary
+              for msg in dict.fromkeys(cstatus.get(n, []))]
     noisy = sorted({sc[0] for sc in WRK_SCENARIOS for n in cands if sc[0] in args.scenarios
                     and max(summary[n][sc[0]]["other_proxy_cpu"] or 0,
                             summary[n][sc[0]]["other_load_cpu"] or 0) > NOISY_SHARE})
@@ -1417,6 +1661,9 @@ def report(args, summary, status, started, elapsed, psummary=None, pstatus=None,
         if any(max(t[key]["other_proxy_cpu"] or 0, t[key]["other_load_cpu"] or 0) > NOISY_SHARE
                for t in tsummary.values()):
             noisy.append(key)
+    if any(max(c["other_proxy_cpu"] or 0, c["other_load_cpu"] or 0) > NOISY_SHARE
+           for c in csummary.values()):
+        noisy.append("cache")
     if args.busy_before > NOISY_SHARE:
         notes.append(f"before the run, other processes kept the benchmark CPUs "
                      f"{args.busy_before:.0%} busy")
@@ -1443,6 +1690,8 @@ def run_lengths(args, psummary):
         out.append(f"{args.h2_requests:,} h2load requests per h2tls run")
     if "handshake" in args.scenarios:
         out.append(f"{args.handshake_duration}s of s_time per handshake run")
+    if "cache" in args.scenarios:
+        out.append(f"{args.cache_duration}s per cache run")
     return out or ["idle connections only"]
 
 
@@ -1469,6 +1718,8 @@ def versions(args):
     if any(s in TLS_SCENARIOS for s in args.scenarios):
         tools += [("H2O", [args.h2o, "--version"]), ("h2load", [args.h2load, "--version"]),
                   ("OpenSSL", [args.openssl, "version"])]
+    if "cache" in args.scenarios:
+        tools.append(("Varnish", [args.varnishd, "-V"]))
     for name, argv in tools:
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=5)
@@ -1522,6 +1773,16 @@ def parse_args(argv):
     ap.add_argument("--handshake-duration", type=parse_duration, default=None,
                     help="seconds of s_time per handshake run (env BENCH_HANDSHAKE_DURATION, "
                          "default 3)")
+    ap.add_argument("--cache-candidates",
+                    default=os.environ.get("BENCH_CACHE_CANDIDATES", ",".join(CACHE_CANDIDATES)),
+                    help="comma-separated subset of portero,nginx,haproxy,varnish for the cache "
+                         "scenario (env BENCH_CACHE_CANDIDATES)")
+    ap.add_argument("--cache-duration", type=parse_duration, default=None,
+                    help="seconds per wrk run of the cache scenario "
+                         "(env BENCH_CACHE_DURATION, default 5)")
+    ap.add_argument("--varnishd", default="/usr/sbin/varnishd")
+    ap.add_argument("--cache-trace", default=os.environ.get("BENCH_CACHE_TRACE"),
+                    help="the eviction simulator (default build/bench/cache_trace)")
     ap.add_argument("--h2load", default="/usr/bin/h2load")
     ap.add_argument("--openssl", default="/usr/bin/openssl")
     ap.add_argument("--h2o", default="/usr/bin/h2o")
@@ -1538,6 +1799,8 @@ def parse_args(argv):
     a.duration = a.duration or (2 if a.quick else parse_duration(env.get("BENCH_DURATION", "10")))
     a.protect_duration = a.protect_duration or (
         2 if a.quick else parse_duration(env.get("BENCH_PROTECT_DURATION", "5")))
+    a.cache_duration = a.cache_duration or (
+        2 if a.quick else parse_duration(env.get("BENCH_CACHE_DURATION", "5")))
     a.rounds = a.rounds or (1 if a.quick else int(env.get("BENCH_ROUNDS", "3")))
     a.h2_requests = a.h2_requests or (20000 if a.quick else
                                       int(env.get("BENCH_H2_REQUESTS", "100000")))
@@ -1556,6 +1819,10 @@ def parse_args(argv):
     for c in a.tls_candidates:
         if c not in TLS_CANDIDATES:
             ap.error(f"unknown TLS candidate {c!r}")
+    a.cache_candidates = [c.strip() for c in a.cache_candidates.split(",") if c.strip()]
+    for c in a.cache_candidates:
+        if c not in CACHE_CANDIDATES:
+            ap.error(f"unknown cache candidate {c!r}")
     for s in a.scenarios:
         if s not in SCENARIOS:
             ap.error(f"unknown scenario {s!r}")
@@ -1630,7 +1897,11 @@ def main(argv):
     variants = protect_variants(args)
     protect = {v[1]: [] for v in variants}
     protect_status = {v[1]: [] for v in variants}
-    compared = [s for s in args.scenarios if s != "protect" and s not in TLS_SCENARIOS]
+    compared = [s for s in args.scenarios
+                if s not in ("protect", "cache") and s not in TLS_SCENARIOS]
+    cache_wanted = "cache" in args.scenarios
+    cache_results = {n: [] for n in args.cache_candidates}
+    cache_status = {n: [] for n in args.cache_candidates}
     tls_wanted = [s for s in args.scenarios if s in TLS_SCENARIOS]
     tls_results = {n: {k: [] for k in ("h2tls", "handshake", "resume")}
                    for n in args.tls_candidates}
@@ -1639,6 +1910,7 @@ def main(argv):
     try:
         log(f"temp dir {tmp}; candidates {', '.join(args.candidates)}"
             + (f" (TLS: {', '.join(args.tls_candidates)})" if tls_wanted else "")
+            + (f" (cache: {', '.join(args.cache_candidates)})" if cache_wanted else "")
             + "; scenarios "
             f"{', '.join(args.scenarios)}; {args.rounds} round(s) × {args.duration}s"
             + (f" ({args.protect_duration}s per protect run)" if variants else ""))
@@ -1668,6 +1940,12 @@ def main(argv):
                 log(f"round {rnd + 1}/{args.rounds}, TLS: " + ", ".join(tls_order))
             for name in tls_order:
                 run_tls_round(env, name, tls_results, tls_status)
+            cache_order = list(args.cache_candidates) if cache_wanted else []
+            random.shuffle(cache_order)
+            if cache_order:
+                log(f"round {rnd + 1}/{args.rounds}, cache: " + ", ".join(cache_order))
+            for name in cache_order:
+                run_cache_round(env, name, cache_results, cache_status)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted; cleaning up")
@@ -1684,8 +1962,12 @@ def main(argv):
     summary = summarize(results, args.candidates, args.scenarios)
     psummary = summarize_protect(protect, variants)
     tsummary = summarize_tls(tls_results, args.tls_candidates) if tls_wanted else {}
+    csummary = summarize_cache(cache_results, args.cache_candidates) if cache_wanted else {}
+    sim_text, sim_problem = run_cache_trace(args) if cache_wanted else (None, None)
+    if sim_problem:
+        log(f"eviction simulator: {sim_problem}")
     text = report(args, summary, status, started, elapsed, psummary, protect_status,
-                  tsummary, tls_status)
+                  tsummary, tls_status, csummary, cache_status, (sim_text, sim_problem))
     print(text)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
@@ -1703,7 +1985,10 @@ def main(argv):
                    "h2_requests": args.h2_requests,
                    "handshake_duration_s": args.handshake_duration,
                    "tls_summary": tsummary, "tls_runs": tls_results,
-                   "tls_problems": tls_status}, f, indent=1)
+                   "tls_problems": tls_status,
+                   "cache_duration_s": args.cache_duration, "cache_summary": csummary,
+                   "cache_runs": cache_results, "cache_problems": cache_status,
+                   "eviction_sim": sim_text, "eviction_sim_problem": sim_problem}, f, indent=1)
     log(f"wrote {args.output} and {raw}")
     return 0
 

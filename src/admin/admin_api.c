@@ -48,8 +48,7 @@ const char *admin_reason(int status)
     return "Unknown";
 }
 
-/* Starts R's answer as JSON with STATUS; the returned writer appends to R->out. */
-static struct admin_json admin_reply_json(struct admin_req *r, int status)
+struct admin_json admin_reply_json(struct admin_req *r, int status)
 {
     r->status = status;
     r->content_type = ADMIN_JSON;
@@ -90,12 +89,6 @@ static void admin_reply_result(struct admin_req *r, const struct control_result 
 
 /* --- request bodies ----------------------------------------------------------------------------- */
 
-struct admin_field_spec {
-    const char *key;
-    enum admin_value_type type;
-    bool required;
-};
-
 static const char *const admin_type_names[] = { "a string", "an integer", "a boolean" };
 
 /* Checks B's fields against SPEC[0..N); answers 400 and returns false on the first problem. */
@@ -126,9 +119,8 @@ static bool admin_check_fields(struct admin_req *r, const struct admin_body *b,
     return true;
 }
 
-/* Parses R's body into B and checks it; on false the answer (400) is set and B is empty. */
-static bool admin_read_body(struct admin_req *r, const struct admin_field_spec *spec, size_t n,
-                            struct admin_body *b)
+bool admin_read_body(struct admin_req *r, const struct admin_field_spec *spec, size_t n,
+                     struct admin_body *b)
 {
     char err[256];
     if (admin_body_parse(r->body, r->body_len, b, err, sizeof err) < 0) {
@@ -429,6 +421,17 @@ static void admin_h_config_status(struct admin_req *r, const struct admin_params
     admin_json_end(&j, '}');
 }
 
+/* --- cache (admin_cache.c) ---------------------------------------------------------------------- */
+
+static void admin_h_cache_list(struct admin_req *r, const struct admin_params *p)
+{
+    (void)p;
+    admin_cache_list(r);
+}
+
+static void admin_h_cache_zone(struct admin_req *r, const struct admin_params *p) { admin_cache_zone(r, p->v[0]); }
+static void admin_h_cache_purge(struct admin_req *r, const struct admin_params *p) { admin_cache_purge(r, p->v[0]); }
+
 /* --- routing ------------------------------------------------------------------------------------ */
 
 static const struct admin_endpoint admin_endpoints[] = {
@@ -448,6 +451,9 @@ static const struct admin_endpoint admin_endpoints[] = {
     { "POST", "/config/persist", admin_h_persist, false },
     { "POST", "/reload", admin_h_reload, false },
     { "GET", "/metrics", admin_h_metrics, false },
+    { "GET", "/cache", admin_h_cache_list, false },
+    { "GET", "/cache/*", admin_h_cache_zone, false },
+    { "POST", "/cache/*/purge", admin_h_cache_purge, false },
 };
 #define ADMIN_N_ENDPOINTS (sizeof admin_endpoints / sizeof admin_endpoints[0])
 

@@ -1,5 +1,6 @@
 /* admin_priv: what admin.c (listener, connections, HTTP framing), admin_api.c (the endpoint
- * table and handlers) and admin_rate.c (request-rate sampling) share. Private to src/admin/. */
+ * table and handlers), admin_cache.c (the cache endpoints) and admin_rate.c (request-rate
+ * sampling) share. Private to src/admin/. */
 #ifndef PORTERO_ADMIN_ADMIN_PRIV_H
 #define PORTERO_ADMIN_ADMIN_PRIV_H
 
@@ -7,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "admin/admin_json.h"
 #include "core/sbuf.h"
 #include "core/str.h"
 #include "proxy/control.h"
@@ -68,5 +70,35 @@ void admin_dispatch(struct admin_req *r);
 const char *admin_reason(int status);
 /* Sets R's answer to {"error": MSG} with STATUS. */
 void admin_reply_error(struct admin_req *r, int status, const char *msg);
+/* Starts R's answer as JSON with STATUS; the returned writer appends to R->out. */
+struct admin_json admin_reply_json(struct admin_req *r, int status);
+
+/* One key a request body may hold. */
+struct admin_field_spec {
+    const char *key;
+    enum admin_value_type type;
+    bool required;
+};
+/* Parses R's body into B and checks it against SPEC[0..N); on false the answer (400) is set and
+ * B is empty. */
+bool admin_read_body(struct admin_req *r, const struct admin_field_spec *spec, size_t n,
+                     struct admin_body *b);
+
+/* --- cache endpoints (admin_cache.c) ------------------------------------------------------------ */
+
+/* GET /cache: every zone of the running config with its counters. */
+void admin_cache_list(struct admin_req *r);
+/* GET /cache/NAME: one zone. */
+void admin_cache_zone(struct admin_req *r, const char *name);
+/* POST /cache/NAME/purge with {"url": ...}, {"prefix": ...} or {"tag": ...}. */
+void admin_cache_purge(struct admin_req *r, const char *name);
+
+/* The store key that the default cache key (scheme, host, path, query) gives the request for
+ * URL ("http://Host/p?q"): "SCHEME://HOST" lower-cased, the normalized path ("/" when empty),
+ * then "?QUERY" when URL has a '?'; a fragment is dropped. With PREFIX, the start of such a key:
+ * lower-cased up to the path, the rest as given. Returns a malloc'd NUL-terminated key with its
+ * length in *LEN, or NULL with *ERR (static text) when URL is not an absolute http(s) URL of
+ * visible ASCII. */
+char *admin_cache_url_key(const char *url, bool prefix, size_t *len, const char **err);
 
 #endif

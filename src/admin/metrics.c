@@ -32,6 +32,23 @@ static struct metrics_server *metrics_servers(struct control *ctl, size_t *n)
     return v;
 }
 
+/* The cache zones of the running config with the store's counters; malloc'd array, count in *N. */
+static struct metrics_cache_zone *metrics_zones(struct control *ctl, size_t *n)
+{
+    const struct config *cfg = control_config(ctl);
+    struct metrics_cache_zone *v = calloc(cfg->n_cache_zones ? cfg->n_cache_zones : 1, sizeof *v);
+    *n = 0;
+    for (size_t i = 0; v && i < cfg->n_cache_zones; i++) {
+        struct cache_zone *z = cache_zone_find(cfg->cache_zones[i].name);
+        v[i].name = cfg->cache_zones[i].name;
+        if (z)
+            cache_zone_stats(z, &v[i].stats);
+        cache_zone_put(z);
+        *n = i + 1;
+    }
+    return v;
+}
+
 void metrics_render(struct control *ctl, struct sbuf *out)
 {
     size_t nw = control_worker_count(ctl);
@@ -49,7 +66,10 @@ void metrics_render(struct control *ctl, struct sbuf *out)
     src.servers = servers;
     if (!servers)
         src.n_servers = 0;
+    struct metrics_cache_zone *zones = metrics_zones(ctl, &src.n_zones);
+    src.zones = zones;
     metrics_format(&src, out);
+    free(zones);
     free(servers);
     free(stats);
 }

@@ -415,6 +415,59 @@ static void metrics_format_servers(const struct metrics_source *src, struct sbuf
     }
 }
 
+/* Per cache zone, from the store's counters. */
+struct metrics_cache_family {
+    const char *name;
+    const char *type;
+    const char *help;
+    size_t off; /* of the uint64_t in struct cache_zone_stats */
+};
+
+#define METRICS_CACHE(f) offsetof(struct cache_zone_stats, f)
+static const struct metrics_cache_family metrics_cache_families[] = {
+    { "portero_cache_hits_total", "counter", "Requests answered from the cache with a fresh response.",
+      METRICS_CACHE(hits) },
+    { "portero_cache_misses_total", "counter", "Cacheable requests that found nothing stored and went "
+      "to the origin.", METRICS_CACHE(misses) },
+    { "portero_cache_stale_total", "counter", "Requests answered with a stale response "
+      "(stale-while-revalidate, stale-if-error).", METRICS_CACHE(stale) },
+    { "portero_cache_collapsed_total", "counter", "Requests that waited for another request's response "
+      "to the same key instead of going to the origin.", METRICS_CACHE(collapsed) },
+    { "portero_cache_stored_bytes", "gauge", "Bytes held by the memory tier (bodies, heads, keys).",
+      METRICS_CACHE(bytes) },
+    { "portero_cache_objects", "gauge", "Responses held by the memory tier.", METRICS_CACHE(objects) },
+    { "portero_cache_disk_stored_bytes", "gauge", "Bytes of the disk tier's files.", METRICS_CACHE(disk_bytes) },
+    { "portero_cache_disk_objects", "gauge", "Responses held by the disk tier.", METRICS_CACHE(disk_objects) },
+    { "portero_cache_purged_total", "counter", "Responses removed by purges of the admin API.",
+      METRICS_CACHE(purged) },
+};
+
+static void metrics_format_cache_family(const struct metrics_source *src, struct sbuf *o,
+                                        const struct metrics_cache_family *f)
+{
+    metrics_family(o, f->name, f->type, f->help);
+    for (size_t i = 0; i < src->n_zones; i++) {
+        struct metrics_line l = metrics_line_begin(o, f->name, NULL);
+        metrics_label_cstr(&l, "zone", src->zones[i].name);
+        metrics_line_end(&l, *(const uint64_t *)(const void *)((const char *)&src->zones[i].stats + f->off));
+    }
+}
+
+static void metrics_format_cache_evictions(const struct metrics_source *src, struct sbuf *o)
+{
+    const char *name = "portero_cache_evictions_total";
+    metrics_family(o, name, "counter", "Responses evicted to keep a cache tier within its budget.");
+    for (size_t i = 0; i < src->n_zones; i++) {
+        for (int disk = 0; disk < 2; disk++) {
+            const struct cache_zone_stats *s = &src->zones[i].stats;
+            struct metrics_line l = metrics_line_begin(o, name, NULL);
+            metrics_label_cstr(&l, "zone", src->zones[i].name);
+            metrics_label_cstr(&l, "tier", disk ? "disk" : "memory");
+            metrics_line_end(&l, disk ? s->disk_evictions : s->evictions);
+        }
+    }
+}
+
 static void metrics_format_process(const struct metrics_source *src, struct sbuf *o)
 {
     metrics_family(o, "portero_config_reloads_total", "counter",
@@ -449,5 +502,8 @@ void metrics_format(const struct metrics_source *src, struct sbuf *out)
     metrics_format_upstream_retries(src, out);
     for (size_t i = 0; i < METRICS_COUNT(metrics_server_families); i++)
         metrics_format_servers(src, out, &metrics_server_families[i]);
+    for (size_t i = 0; i < METRICS_COUNT(metrics_cache_families); i++)
+        metrics_format_cache_family(src, out, &metrics_cache_families[i]);
+    metrics_format_cache_evictions(src, out);
     metrics_format_process(src, out);
 }

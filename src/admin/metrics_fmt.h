@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache/cache_store.h"
 #include "core/sbuf.h"
 #include "proxy/stats.h"
 
@@ -40,11 +41,19 @@ struct metrics_server {
     uint64_t checks, checks_failed;
 };
 
+/* One cache zone of the running config and its counters. */
+struct metrics_cache_zone {
+    const char *name;
+    struct cache_zone_stats stats; /* cache_zone_stats(); all 0 when the store has not opened it */
+};
+
 struct metrics_source {
     struct worker_stats *const *stats;
     size_t n_workers;
     const struct metrics_server *servers;
     size_t n_servers;
+    const struct metrics_cache_zone *zones;
+    size_t n_zones;
     uint64_t reloads_ok, reloads_failed;
     uint64_t start_time;        /* wall clock seconds */
 };

@@ -1957,6 +1957,11 @@ static const struct conf_key conf_route_keys[] = {
     { .name = "waf", .type = CT_CUSTOM, .set = conf_set_waf, .dump = conf_dump_waf },
     { .name = "security_headers", .type = CT_CUSTOM, .set = conf_set_security_headers,
       .dump = conf_dump_security_headers },
+    { .name = "cache", .type = CT_CUSTOM, .set = conf_set_route_cache, .dump = conf_dump_route_cache },
+    { .name = "compress", .type = CT_CUSTOM, .set = conf_set_route_compress,
+      .dump = conf_dump_route_compress },
+    { .name = "buffering", .type = CT_CUSTOM, .set = conf_set_route_buffering,
+      .dump = conf_dump_route_buffering },
 };
 static const struct conf_table conf_route_table = CONF_TABLE("route", conf_route_keys);
 
@@ -2057,6 +2062,8 @@ static const struct conf_key conf_top_keys[] = {
     { .name = "redis", .type = CT_CUSTOM, .set = conf_set_redis, .dump = conf_dump_redis },
     { .name = "server_header", .type = CT_CUSTOM, .set = conf_set_server_header,
       .dump = conf_dump_server_header },
+    { .name = "cache_zones", .type = CT_CUSTOM, .set = conf_set_cache_zones,
+      .dump = conf_dump_cache_zones },
     { .name = "routes", .type = CT_CUSTOM, .set = conf_stash_routes, .dump = conf_dump_routes },
 };
 static const struct conf_table conf_top_table = CONF_TABLE("config", conf_top_keys);
@@ -2105,6 +2112,7 @@ static void conf_free_route(struct conf_route *r)
     conf_free_ops(&r->request_headers);
     conf_free_ops(&r->response_headers);
     conf_policy_free_route(r);
+    conf_cache_free_route(r);
 }
 
 static void conf_free(struct config *cfg)
@@ -2137,6 +2145,7 @@ static void conf_free(struct config *cfg)
     free(cfg->admin_address);
     free(cfg->admin_token);
     conf_policy_free(cfg);
+    conf_cache_free(cfg);
     free(cfg->path);
     free(cfg);
 }
@@ -2154,6 +2163,7 @@ static void conf_build(struct conf_ctx *ctx, const struct yaml_doc_node *root)
     conf_parse_routes(ctx, ctx->routes_node);
     conf_policy_check(ctx);
     conf_tls_check(ctx);
+    conf_cache_check(ctx);
     if (ctx->cfg->n_listeners == 0)
         conf_error(ctx, ctx->listeners_node ? ctx->listeners_node : root,
                    "no listeners defined (add at least one under \"listeners\")");

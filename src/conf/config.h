@@ -224,6 +224,61 @@ struct conf_header_ops {
     size_t n_remove;
 };
 
+/* Top-level `cache_zones:` entry: one shared store (memory tier, optional disk tier). */
+struct conf_cache_zone {
+    char *name;
+    size_t index;                 /* position in config->cache_zones */
+    uint64_t memory;              /* byte budget of the memory tier (required) */
+    uint64_t max_object_size;     /* 8MiB: bigger responses pass through uncached */
+    char *path;                   /* disk tier directory, NULL = memory only */
+    uint64_t max_size;            /* disk tier budget (required with path) */
+};
+
+/* One part of a cache key. */
+enum cache_key_kind { CACHE_KEY_SCHEME, CACHE_KEY_HOST, CACHE_KEY_PATH, CACHE_KEY_QUERY, CACHE_KEY_METHOD,
+                      CACHE_KEY_HEADER, CACHE_KEY_COOKIE };
+struct conf_cache_key {
+    enum cache_key_kind kind;
+    char *name;                   /* HEADER / COOKIE: its name */
+};
+
+/* Route `cache:`. */
+struct conf_route_cache {
+    bool enabled;                 /* the key is present */
+    struct conf_cache_zone *zone; /* borrowed from config->cache_zones */
+    struct conf_cache_key *key;   /* default scheme, host, path, query */
+    size_t n_key;
+    char **methods;               /* default GET, HEAD */
+    size_t n_methods;
+    uint64_t default_ttl_ms;      /* 0: no freshness given -> not stored (unless heuristic) */
+    uint64_t heuristic_max_ms;    /* 1d: cap of 10% of (Date - Last-Modified); 0 = no heuristic */
+    uint64_t stale_while_revalidate_ms; /* default when the response says nothing; 0 */
+    uint64_t stale_if_error_ms;   /* default when the response says nothing; 0 */
+    bool allow_set_cookie;        /* false */
+    char *tag_header;             /* "Surrogate-Key" */
+    uint64_t lock_timeout_ms;     /* 5s: collapsed requests wait this long for the first head */
+};
+
+enum compress_algo { COMPRESS_BR, COMPRESS_ZSTD, COMPRESS_GZIP, COMPRESS_N };
+
+/* Route `compress:`. */
+struct conf_route_compress {
+    bool enabled;                 /* the key is present */
+    enum compress_algo algorithms[COMPRESS_N]; /* server preference; default br, zstd, gzip */
+    size_t n_algorithms;
+    char **types;                 /* media types (no parameters), lower-cased */
+    size_t n_types;
+    uint64_t min_size;            /* 1KiB */
+    int level[COMPRESS_N];        /* br 4, zstd 3, gzip 6 */
+};
+
+/* Route `buffering:`. 0 = off for each. */
+struct conf_route_buffering {
+    uint64_t response;            /* memory part of a buffered response */
+    uint64_t response_file;       /* then an unlinked temp file up to this (0 = memory only) */
+    uint64_t request;             /* whole request body read before connecting upstream */
+};
+
 enum route_action { ROUTE_UPSTREAM, ROUTE_RESPOND, ROUTE_REDIRECT };
 
 /* One part of a rate-limit key. */
@@ -332,6 +387,10 @@ struct conf_route {
     /* `security_headers:` compiled into headers set on every response of the route */
     struct conf_header_kv *security_headers;
     size_t n_security_headers;
+    /* content delivery (DESIGN: the life of one request, steps 4 and 6) */
+    struct conf_route_cache cache;
+    struct conf_route_compress compress;
+    struct conf_route_buffering buffering;
 };
 
 enum server_header_mode { SERVER_HEADER_NAME, SERVER_HEADER_OFF, SERVER_HEADER_CUSTOM };
@@ -357,6 +416,8 @@ struct config {
     char *real_ip_header;         /* default "X-Forwarded-For" */
     struct conf_rate_limit *rate_limits;
     size_t n_rate_limits;
+    struct conf_cache_zone *cache_zones; /* top-level `cache_zones:`, owned */
+    size_t n_cache_zones;
     struct conf_redis redis;
     enum server_header_mode server_header; /* `server_header: off | name | "text"`: default name
                                               ("Server: portero", no version) */
@@ -395,6 +456,8 @@ bool conf_cidr_contains(const struct conf_cidr *c, int family, const uint8_t *ad
 int conf_cidr_parse(const char *text, struct conf_cidr *out);
 
 const struct conf_upstream *config_find_upstream(const struct config *cfg, const char *name);
+/* The zone of `cache_zones` named NAME, or NULL. */
+const struct conf_cache_zone *config_find_cache_zone(const struct config *cfg, const char *name);
 
 /* The snapshot as JSON in the same schema as the file (loading it gives an equal snapshot).
  * Returns a malloc'd NUL-terminated string, or NULL. */

@@ -1,6 +1,7 @@
 /* config_priv: the loader's machinery shared by the files of src/conf — error collection, the
  * key-table walker and the JSON writer — so that each part of the schema can live in its own
- * file (config.c: core proxy; config_policy.c: protection; config_tls.c: TLS and HTTP/2).
+ * file (config.c: core proxy; config_policy.c: protection; config_tls.c: TLS and HTTP/2;
+ * config_cache.c: caching, compression and buffering).
  * Private to src/conf/. */
 #ifndef PORTERO_CONF_CONFIG_PRIV_H
 #define PORTERO_CONF_CONFIG_PRIV_H
@@ -194,5 +195,19 @@ void conf_tls_upstream_init(struct conf_upstream *up);
 void conf_tls_check(struct conf_ctx *ctx);
 void conf_tls_free_listener(struct conf_listener *l);
 void conf_tls_free_upstream(struct conf_upstream *up);
+
+/* config_cache.c: top-level cache_zones, route cache / compress / buffering. */
+void conf_set_cache_zones(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base);
+void conf_dump_cache_zones(struct conf_json *w, const struct conf_key *key, const void *base);
+void conf_set_route_cache(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base);
+void conf_dump_route_cache(struct conf_json *w, const struct conf_key *key, const void *base);
+void conf_set_route_compress(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base);
+void conf_dump_route_compress(struct conf_json *w, const struct conf_key *key, const void *base);
+void conf_set_route_buffering(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base);
+void conf_dump_route_buffering(struct conf_json *w, const struct conf_key *key, const void *base);
+/* Cross-key checks after the routes (cache and buffering need the upstream action). */
+void conf_cache_check(struct conf_ctx *ctx);
+void conf_cache_free_route(struct conf_route *r);
+void conf_cache_free(struct config *cfg);
 
 #endif

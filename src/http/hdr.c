@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/compress.h"
+
 /* RFC 9110 §7.6.1 hop-by-hop fields plus framing fields we always re-frame ourselves. */
 static const char *const hdr_hop_names[] = {
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
@@ -193,6 +195,23 @@ void hdr_build_request(struct sbuf *out, const struct http_msg *req, const struc
     sbuf_append(out, "\r\n", 2);
 }
 
+/* The origin's Vary already names Accept-Encoding (or is "*"). */
+static bool hdr_varies_on_encoding(const struct http_msg *resp)
+{
+    for (uint32_t i = 0; i < resp->n_headers; i++) {
+        const struct http_header *h = &resp->headers[i];
+        if (!str_ieq_cstr(h->name, "vary"))
+            continue;
+        for (size_t k = 0; k + 1 <= h->value.n; k++) {
+            if (h->value.p[k] == '*')
+                return true;
+            if (k + 15 <= h->value.n && strncasecmp(h->value.p + k, "accept-encoding", 15) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
 static bool hdr_response_skip(const struct http_msg *resp, const struct hdr_response_ctx *ctx,
                               struct str name)
 {
@@ -204,10 +223,40 @@ static bool hdr_response_skip(const struct http_msg *resp, const struct hdr_resp
         return true; /* replaced by ours, or dropped: the backend stays unnamed */
     if (ctx->hsts.n && str_ieq_cstr(name, "strict-transport-security"))
         return true;
+    if (ctx->content_encoding.n && (str_ieq_cstr(name, "content-length") || str_ieq_cstr(name, "etag")))
+        return true; /* the length changes; the ETag is sent weakened below */
+    if (ctx->vary_accept_encoding && str_ieq_cstr(name, "vary") && !hdr_varies_on_encoding(resp))
+        return true; /* sent merged below */
+    if ((ctx->age.n && str_ieq_cstr(name, "age")) || (ctx->cache_status.n && str_ieq_cstr(name, "cache-status")))
+        return true;
     for (size_t i = 0; i < ctx->n_security; i++)
         if (str_ieq_cstr(name, ctx->security[i].name))
             return true;
     return ctx->fwd->via && str_ieq_cstr(name, "via");
+}
+
+/* Content-Encoding, weak ETag, Vary, Age and Cache-Status of a compressed or cached answer. */
+static void hdr_append_delivery(struct sbuf *out, const struct http_msg *resp, const struct hdr_response_ctx *ctx)
+{
+    if (ctx->content_encoding.n) {
+        sbuf_append_header(out, STR_LIT("Content-Encoding"), ctx->content_encoding);
+        const struct http_header *etag = http_msg_find(resp, "etag");
+        char weak[512];
+        size_t n = etag ? compress_weak_etag(etag->value, weak, sizeof weak) : 0;
+        if (n)
+            sbuf_append_header(out, STR_LIT("ETag"), str_make(weak, n));
+    }
+    if (ctx->vary_accept_encoding && !hdr_varies_on_encoding(resp)) {
+        bool has_vary = http_msg_find(resp, "vary") != NULL;
+        if (has_vary)
+            hdr_append_joined(out, resp, "Vary", STR_LIT(""), STR_LIT("Accept-Encoding"));
+        else
+            sbuf_append_header(out, STR_LIT("Vary"), STR_LIT("Accept-Encoding"));
+    }
+    if (ctx->age.n)
+        sbuf_append_header(out, STR_LIT("Age"), ctx->age);
+    if (ctx->cache_status.n)
+        sbuf_append_header(out, STR_LIT("Cache-Status"), ctx->cache_status);
 }
 
 struct str hdr_server_value(const struct config *cfg)
@@ -243,6 +292,7 @@ void hdr_build_response(struct sbuf *out, const struct http_msg *resp, const str
         sbuf_append_header(out, STR_LIT("Server"), ctx->server); /* a route's own rule wins */
     if (ctx->hsts.n)
         sbuf_append_header(out, STR_LIT("Strict-Transport-Security"), ctx->hsts);
+    hdr_append_delivery(out, resp, ctx);
     if (ctx->fwd->via)
         hdr_append_joined(out, resp, "Via", STR_LIT(""), resp->version_minor ? STR_LIT("1.1 portero")
                                                                              : STR_LIT("1.0 portero"));

@@ -54,6 +54,11 @@ struct hdr_response_ctx {
                                           drop the origin's and send none */
     struct str hsts;                   /* Strict-Transport-Security value of a TLS listener (replaces
                                           the origin's); empty: leave the origin's alone */
+    struct str content_encoding;       /* we compress the body with this coding: Content-Length
+                                          goes, the ETag is weakened (RFC 9110 §8.8.3) */
+    bool vary_accept_encoding;         /* the representation depends on Accept-Encoding: say so */
+    struct str age;                    /* Age to send (a cached answer), replacing the origin's */
+    struct str cache_status;           /* Cache-Status value (RFC 9211), empty: none */
 };
 
 /* Appends the response head for the client (status line always HTTP/1.1, RFC 9110 §6.2). */

@@ -9,6 +9,11 @@ const struct http_header *http_msg_find(const struct http_msg *msg, const char *
 }
 
 /* RFC 9110 §9.2.2 */
+bool http_method_is_safe(enum http_method m)
+{
+    return m == HTTP_METHOD_GET || m == HTTP_METHOD_HEAD || m == HTTP_METHOD_OPTIONS || m == HTTP_METHOD_TRACE;
+}
+
 bool http_method_is_idempotent(enum http_method m)
 {
     switch (m) {

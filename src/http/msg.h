@@ -51,5 +51,7 @@ struct http_msg {
 /* Returns the first header named NAME (case-insensitive), or NULL. */
 const struct http_header *http_msg_find(const struct http_msg *msg, const char *name);
 bool http_method_is_idempotent(enum http_method m);
+/* RFC 9110 §9.2.1: GET, HEAD, OPTIONS, TRACE. */
+bool http_method_is_safe(enum http_method m);
 
 #endif

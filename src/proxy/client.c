@@ -27,6 +27,7 @@
 static void client_read_head(struct client *c);
 static void client_linger_read(struct client *c);
 static void client_tls_step(struct client *c);
+static void client_end_detached(struct client *c);
 
 /* Keeps the worker's count of idle client connections (a metrics gauge) in step. */
 static void client_set_busy(struct client *c, bool busy)
@@ -109,6 +110,10 @@ void client_close(struct client *c)
 {
     if (c->closed)
         return;
+    if (c->detached) {
+        client_end_detached(c);
+        return;
+    }
     if (c->parent) {
         client_close_stream(c);
         return;
@@ -372,6 +377,11 @@ static void client_read_head(struct client *c)
 void client_exchange_done(struct client *c, bool keep_alive)
 {
     struct worker *w = c->w;
+    if (c->detached) {
+        c->ex = NULL;
+        client_end_detached(c);
+        return;
+    }
     if (c->parent) {
         loop_timer_stop(w->loop, &c->timer);
         h2s_stream_done(c); /* the stream carried one request: it ends with it */
@@ -494,6 +504,108 @@ static void client_tls_step(struct client *c)
         STATS_ADD(c->w->stats.tls_handshake_failed, 1);
         client_close(c);
     }
+}
+
+/* --- detached refreshes ---------------------------------------------------------------------------- */
+
+/* A detached client reads an empty body and throws its answer away: the cache keeps it. */
+static ssize_t client_null_read(struct xport *x, void *buf, size_t n)
+{
+    (void)x;
+    (void)buf;
+    (void)n;
+    return 0;
+}
+
+static ssize_t client_null_writev(struct xport *x, const struct iovec *iov, int n)
+{
+    (void)x;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    return (ssize_t)total;
+}
+
+static int client_null_shutdown(struct xport *x)
+{
+    (void)x;
+    return 0;
+}
+
+static const struct xport_ops client_null_ops = { client_null_read, client_null_writev, client_null_shutdown };
+
+static void client_end_detached(struct client *c)
+{
+    c->closed = true;
+    if (c->ex)
+        exchange_abort(c->ex);
+    loop_timer_stop(c->w->loop, &c->timer);
+    loop_cancel(c->w->loop, &c->task);
+    buf_put(c->in);
+    c->in = NULL;
+    c->task.run = client_free_task;
+    loop_defer(c->w->loop, &c->task);
+}
+
+/* Fields a refresh must not repeat: it asks for the whole, current representation. */
+static bool client_refresh_skips(struct str name)
+{
+    static const char *const skip[] = { "cache-control", "pragma", "if-none-match", "if-modified-since",
+                                        "if-match", "if-unmodified-since", "if-range", "range", "expect",
+                                        "content-length", "transfer-encoding", "connection", "host" };
+    for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+        if (str_ieq_cstr(name, skip[i]))
+            return true;
+    return false;
+}
+
+static void client_refresh_run(struct loop_task *task)
+{
+    struct client *c = container_of(task, struct client, task);
+    c->task.run = client_resume_task;
+    client_read_head(c);
+}
+
+void client_refresh(struct client *like, const struct http_msg *req)
+{
+    struct client *c = calloc(1, sizeof *c);
+    struct buf *b = c ? buf_get() : NULL;
+    if (!b) {
+        free(c);
+        return;
+    }
+    struct sbuf h = { 0 };
+    sbuf_append_cstr(&h, "GET ");
+    sbuf_append_str(&h, req->target);
+    sbuf_append_cstr(&h, " HTTP/1.1\r\nHost: ");
+    sbuf_append_str(&h, req->host);
+    sbuf_append_cstr(&h, "\r\n");
+    for (uint32_t i = 0; i < req->n_headers; i++)
+        if (!client_refresh_skips(req->headers[i].name))
+            sbuf_append_header(&h, req->headers[i].name, req->headers[i].value);
+    sbuf_append_cstr(&h, "\r\n");
+    if (h.failed || h.len > buf_space(b)) {
+        sbuf_free(&h);
+        buf_put(b);
+        free(c);
+        return;
+    }
+    memcpy(buf_wptr(b), h.p, h.len);
+    b->wpos += (uint32_t)h.len;
+    sbuf_free(&h);
+    c->w = like->w;
+    c->listener = like->listener;
+    c->peer = like->peer;
+    c->tls = like->tls;
+    c->detached = true;
+    c->busy = true;
+    c->in = b;
+    c->io.fd = -1;
+    c->xp = (struct xport){ .fd = -1, .ops = &client_null_ops };
+    c->writable = true;
+    c->timer.on_fire = client_on_timer;
+    c->task.run = client_refresh_run; /* after the current exchange's step: never inside it */
+    loop_defer(c->w->loop, &c->task);
 }
 
 /* --- HTTP/2 stream clients ------------------------------------------------------------------------ */

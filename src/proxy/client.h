@@ -17,6 +17,7 @@ struct worker;
 struct worker_listener;
 struct exchange;
 struct conf_listener;
+struct http_msg;
 struct h2_server;
 struct worker_gen;
 
@@ -55,6 +56,7 @@ struct client {
     struct h2_server *h2;          /* this connection speaks HTTP/2: the session owns its streams */
     struct client *parent;         /* stream client: the connection it belongs to */
     void *stream;                  /* stream client: h2_server's stream state */
+    bool detached;                 /* a refresh behind a stale answer: no connection at all */
 };
 
 /* Takes ownership of FD accepted by W's listener at address LISTENER (interned; CL its current
@@ -77,6 +79,11 @@ void client_drain(struct client *c);
 /* The listener settings C was accepted on, in the worker's current configuration (NULL if the
  * listener is gone since). */
 const struct conf_listener *client_listener(const struct client *c);
+
+/* Starts a detached exchange that fetches REQ's resource again into the cache, while the stale
+ * copy answers the client (RFC 5861 stale-while-revalidate). LIKE lends worker, listener and
+ * address; the answer goes to the cache only. Best effort: nothing happens without memory. */
+void client_refresh(struct client *like, const struct http_msg *req);
 
 /* --- HTTP/2 stream clients (used by h2_server) --- */
 /* A stream client of connection PARENT: zeroed; worker, peer, listener and TLS facts copied;

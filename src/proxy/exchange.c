@@ -35,6 +35,9 @@ static void ex_release_memory(struct exchange *ex)
     sbuf_free(&ex->resp_head);
     sbuf_free(&ex->replay);
     sbuf_free(&ex->req_trailers);
+    sbuf_free(&ex->cache_key);
+    sbuf_free(&ex->cache_vary);
+    sbuf_free(&ex->cache_status);
     sbuf_free(&ex->resp_trailers);
     sbuf_free(&ex->body_hold);
     sbuf_free(&ex->path_norm);
@@ -73,6 +76,8 @@ static void ex_free(struct exchange *ex)
 {
     struct loop *loop = ex->w->loop;
     loop_timer_stop(loop, &ex->up_timer);
+    ex_cache_end(ex);
+    ex_deliver_end(ex);
     policy_run_clear(&ex->policy);
     ex_server_end(ex);
     if (ex->uc)
@@ -105,6 +110,13 @@ static struct exchange *ex_alloc(void)
     ex->replay = keep.replay;
     ex->req_trailers = keep.req_trailers;
     ex->resp_trailers = keep.resp_trailers;
+    ex->cache_key = keep.cache_key;
+    ex->cache_vary = keep.cache_vary;
+    ex->cache_status = keep.cache_status;
+    sbuf_reset(&ex->cache_key);
+    sbuf_reset(&ex->cache_vary);
+    sbuf_reset(&ex->cache_status);
+    ex->zalgo = -1;
     sbuf_reset(&ex->req_trailers);
     sbuf_reset(&ex->resp_trailers);
     ex->body_hold = keep.body_hold;
@@ -143,7 +155,7 @@ static void ex_count(struct exchange *ex, uint64_t bytes_in, uint64_t total_ms)
 {
     struct worker_stats *ws = &ex->w->stats;
     unsigned cls = stats_status_class(ex->status == 499 ? 0 : ex->status);
-    uint64_t out = ex->resp_pump.bytes_out;
+    uint64_t out = ex_client_bytes(ex);
     STATS_ADD(ws->bytes_in, bytes_in);
     STATS_ADD(ws->bytes_out, out);
     stats_histogram_observe(&ws->latency_total, total_ms);
@@ -184,7 +196,7 @@ static void ex_log(struct exchange *ex)
         .http2 = ex->c->parent != NULL,
         .status = ex->status,
         .bytes_in = ex->req.head_len + body_out,
-        .bytes_out = ex->resp_pump.bytes_out,
+        .bytes_out = ex_client_bytes(ex),
         .total_ms = loop_now(ex->w->loop) - ex->t_start,
         .upstream = str_make(upstream, strlen(upstream)),
         .upstream_ms = ex->upstream_ms,
@@ -441,17 +453,25 @@ static enum ex_step ex_begin_response(struct exchange *ex)
                  resp->status);
         return ex_retry(ex); /* the connection goes: its unread body is not worth draining */
     }
+    enum ex_step cached;
+    if (ex->route->cache.enabled && ex_cache_on_head(ex, &cached))
+        return cached;
     enum h1_body_kind kind = h1_response_body_kind(resp, ex->req.method_id);
-    enum hdr_framing framing = ex_client_framing(ex, kind);
-    if (framing == HDR_FRAME_CLOSE || ex->w->draining)
-        ex->client_close = true;
     struct hdr_response_ctx rc = {
-        .fwd = &ex->cfg->forwarding, .ops = &ex->route->response_headers, .framing = framing,
+        .fwd = &ex->cfg->forwarding, .ops = &ex->route->response_headers,
         .length = kind == H1_BODY_LENGTH ? (uint64_t)resp->content_length : 0,
-        .close = ex->client_close, .keep_alive_10 = ex->req.version_minor == 0,
+        .keep_alive_10 = ex->req.version_minor == 0,
         .security = ex->route->security_headers, .n_security = ex->route->n_security_headers,
         .server = hdr_server_value(ex->cfg), .hsts = ex_hsts(ex, hsts_buf, sizeof hsts_buf),
+        .cache_status = str_make(ex->cache_status.p, ex->cache_status.len),
     };
+    bool compressed = ex_deliver_plan(ex, resp, kind, rc.length, &rc) > 0;
+    /* A compressed body has a length nobody knows yet: chunked (or close-delimited for 1.0). */
+    enum hdr_framing framing = ex_client_framing(ex, compressed ? H1_BODY_CLOSE : kind);
+    if (framing == HDR_FRAME_CLOSE || ex->w->draining)
+        ex->client_close = true;
+    rc.framing = framing;
+    rc.close = ex->client_close;
     hdr_build_response(&ex->resp_head, resp, &rc);
     ex->status = resp->status;
     ex->resp_started = true;
@@ -463,6 +483,9 @@ static enum ex_step ex_begin_response(struct exchange *ex)
     if (kind == H1_BODY_CHUNKED && framing == HDR_FRAME_CHUNKED)
         ex->resp_pump.dec.trailers = &ex->resp_trailers; /* gRPC's status travels in trailers */
     ex->resp_pump.prefix_off = ex->resp_head_off;
+    if (ex_deliver_start(ex, true) < 0)
+        return ex_abort_client(ex);
+    ex_cache_attach(ex);
     loop_timer_after(ex->w->loop, &ex->up_timer, ex->route->upstream->idle_timeout_ms);
     ex->state = EX_BODY;
     return EX_AGAIN;
@@ -475,6 +498,8 @@ static enum ex_step ex_body_step(struct exchange *ex)
     enum ex_step st = ex_pump_request(ex);
     if (st == EX_GONE)
         return EX_GONE;
+    if (ex->spooling)
+        return ex_spool_step(ex);
     uint64_t before = ex->resp_pump.bytes_out;
     enum pump_status s = pump_run(&ex->resp_pump, &uc->in, &uc->xp, &uc->readable, &c->xp, &c->writable);
     if (ex->resp_pump.bytes_out != before) {
@@ -484,6 +509,7 @@ static enum ex_step ex_body_step(struct exchange *ex)
     if (s == PUMP_BLOCKED && ex->resp_pump.bytes_out)
         client_no_delay(c); /* a response in several writes: its tail must not wait for an ACK */
     if (s == PUMP_DONE) {
+        ex->resp_complete = true;
         bool reusable = ex->resp_pump.in_kind != H1_BODY_CLOSE && ex->req_done && !ex->upstream_close;
         if (!ex->req_done)
             ex->client_close = true; /* the rest of the request body is still on the wire */
@@ -540,6 +566,8 @@ static enum ex_step ex_run_state(struct exchange *ex)
     case EX_HOLD_BODY: return ex_hold_body_step(ex);
     case EX_POLICY: return ex_policy_step(ex);
     case EX_LOCAL: return ex_local_step(ex);
+    case EX_CACHE_WAIT: return ex_cache_wait_step(ex);
+    case EX_CACHE_SERVE: return ex_cache_serve_step(ex);
     case EX_BACKOFF: return EX_WAIT;
     case EX_CONNECT: return ex_connect_step(ex);
     case EX_WAIT_HEAD: return ex_wait_head_step(ex);
@@ -575,6 +603,10 @@ void ex_on_up_timer(struct loop_timer *t)
 {
     struct exchange *ex = container_of(t, struct exchange, up_timer);
     enum ex_step st;
+    if (ex->state == EX_CACHE_WAIT) {
+        ex_cache_lock_timeout(ex);
+        return;
+    }
     if (ex->state == EX_BACKOFF)
         st = ex_connect(ex, false);
     else if (ex->state == EX_CONNECT)
@@ -628,6 +660,7 @@ static struct exchange *ex_new(struct client *c)
     ex->t_start = loop_now(w->loop);
     ex->up_timer.on_fire = ex_on_up_timer;
     ex->lcfg = worker_find_listener(ex->cfg, c->listener);
+    ex->cache_refresh = c->detached;
     sock_format_ip(&c->peer.sa, ex->peer_ip, sizeof ex->peer_ip);
     memcpy(ex->client_ip, ex->peer_ip, sizeof ex->client_ip);
     memcpy(&ex->client_addr, &c->peer, sizeof c->peer);
@@ -675,7 +708,33 @@ static void ex_keep_replay(struct exchange *ex, enum h1_body_kind kind)
         ex->req_pump.tap = &ex->replay;
 }
 
-static enum ex_step ex_forward(struct exchange *ex)
+/* The request pump takes over where the hold stopped: its decoder state, and the decoded bytes
+ * waiting in the client buffer (sent as the next chunk after the one in up_head). */
+static void ex_resume_held_body(struct exchange *ex)
+{
+    struct pump *p = &ex->req_pump;
+    struct sbuf *prefix = p->prefix;
+    uint64_t limit = p->limit;
+    *p = ex->hold_pump;
+    p->sink = NULL;
+    p->prefix = prefix;
+    p->prefix_off = 0;
+    p->out_chunked = true;
+    p->limit = limit;
+    p->bytes_out = 0;
+    p->seg_len = p->seg_sent = 0;
+    p->term_sent = 0;
+}
+
+int ex_reserve_resp_headers(struct exchange *ex)
+{
+    size_t cap = ex->resp_hdrs_cap;
+    int ok = ex_reserve((void **)&ex->resp_hdrs, &cap, ex->cfg->limits.max_headers, sizeof *ex->resp_hdrs);
+    ex->resp_hdrs_cap = (uint32_t)cap;
+    return ok;
+}
+
+enum ex_step ex_forward(struct exchange *ex)
 {
     const struct conf_route *r = ex->route;
     struct http_msg *req = &ex->req;
@@ -715,6 +774,11 @@ static enum ex_step ex_forward(struct exchange *ex)
     if (ex->body_held) {
         sbuf_append(&ex->up_head, ex->body_hold.p, ex->body_hold.len);
         kind = H1_BODY_NONE; /* nothing more to read from the client */
+    } else if (ex->body_partial && ex->body_hold.len) { /* a zero-size chunk would end the body */
+        char size[20];
+        sbuf_append(&ex->up_head, size, h1_chunk_header(size, ex->body_hold.len));
+        sbuf_append(&ex->up_head, ex->body_hold.p, ex->body_hold.len);
+        sbuf_append(&ex->up_head, "\r\n", 2);
     }
     if (path != path_small)
         free(path);
@@ -726,10 +790,13 @@ static enum ex_step ex_forward(struct exchange *ex)
     pump_init(&ex->req_pump, kind, kind == H1_BODY_LENGTH ? (uint64_t)req->content_length : 0,
               kind == H1_BODY_CHUNKED, &ex->up_head);
     ex->req_pump.limit = max;
+    if (ex->body_partial)
+        ex_resume_held_body(ex);
     if (kind == H1_BODY_CHUNKED)
         ex->req_pump.dec.trailers = &ex->req_trailers;
     ex_keep_replay(ex, kind);
-    if (req->expect_continue && kind != H1_BODY_NONE && req->version_minor >= 1 && !ex->body_uninspected)
+    if (req->expect_continue && kind != H1_BODY_NONE && req->version_minor >= 1 && !ex->body_uninspected &&
+        !ex->body_partial)
         sbuf_append(&ex->resp_head, ex_continue_line, EX_CONTINUE_LEN);
     if (kind != H1_BODY_NONE)
         ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
@@ -743,7 +810,8 @@ enum ex_step ex_action(struct exchange *ex)
     switch (ex->route->action) {
     case ROUTE_RESPOND: return ex_respond_route(ex);
     case ROUTE_REDIRECT: return ex_redirect_route(ex);
-    case ROUTE_UPSTREAM: return ex_forward(ex);
+    case ROUTE_UPSTREAM: return ex->route->cache.enabled && ex_reserve_resp_headers(ex) == 0 ? ex_cache_step(ex)
+                                                                                         : ex_forward(ex);
     }
     return ex_send_error(ex, 500);
 }

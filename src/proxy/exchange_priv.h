@@ -13,10 +13,15 @@
 #include "http/msg.h"
 #include "policy/policy.h"
 #include "proxy/exchange.h"
+#include "cache/cache_rules.h"
+#include "cache/cache_store.h"
+#include "http/hdr.h"
 #include "proxy/pump.h"
+#include "proxy/spool.h"
 #include "proxy/worker.h"
 
-enum ex_state { EX_HOLD_BODY, EX_POLICY, EX_LOCAL, EX_BACKOFF, EX_CONNECT, EX_WAIT_HEAD, EX_BODY, EX_TUNNEL };
+enum ex_state { EX_HOLD_BODY, EX_POLICY, EX_LOCAL, EX_CACHE_WAIT, EX_CACHE_SERVE, EX_BACKOFF, EX_CONNECT,
+                EX_WAIT_HEAD, EX_BODY, EX_TUNNEL };
 enum ex_step { EX_AGAIN, EX_WAIT, EX_GONE };
 
 
@@ -46,6 +51,8 @@ struct exchange {
     struct sbuf path_norm;            /* req.path when normalization changed it (path + query) */
     bool body_held;                   /* the body sits in body_hold: it goes upstream from there */
     bool body_uninspected;            /* too large to hold (detect mode): headers-only inspection */
+    bool hold_partial_ok;             /* request buffering: a longer body may go on streaming */
+    bool body_partial;                /* body_hold has the start of a chunked body; the rest streams */
     /* upstream side */
     struct worker_upstream *wu;
     int server;                       /* -1 until picked */
@@ -74,6 +81,31 @@ struct exchange {
     bool client_close;                /* close the client connection after this exchange */
     bool upstream_close;              /* the server said Connection: close: do not pool */
     int status;
+    /* delivery (exchange_deliver.c) */
+    int zalgo;                        /* enum compress_algo of the body, -1 = identity */
+    struct compress_stream *zs;       /* its compressor, owned */
+    bool spooling;                    /* buffering.response: upstream -> spool -> client */
+    struct spool spool;
+    struct pump spool_pump;           /* spool -> client */
+    struct buf *spool_in;             /* spool_pump's buffer, owned */
+    bool resp_complete;               /* the whole response body went through */
+    /* cache (exchange_cache.c) */
+    struct cache_zone *zone;          /* the route's zone (the runtime's reference), NULL: no cache */
+    struct cache_obj *hit;            /* object served (or waited on), one reference */
+    struct cache_obj *fill;           /* object this exchange fills, one reference */
+    struct cache_obj *stale;          /* stored object being revalidated, one reference */
+    struct cache_obj *watched;        /* the object `waiter` is registered on (no reference) */
+    struct cache_waiter waiter;
+    struct worker_mail mail;          /* the waiter's wake-up, posted to this worker */
+    struct sbuf cache_key, cache_vary, cache_status;
+    struct cache_cc req_cc;
+    struct xport hit_xp;              /* the object as a byte source */
+    struct buf *hit_in;               /* the serving pump's buffer, owned */
+    uint64_t hit_off, hit_end;        /* body bytes still to serve */
+    bool cache_readable;
+    bool cache_refresh;               /* a detached stale-while-revalidate refresh */
+    int cache_kind;                   /* Cache-Status kind of a forwarded request */
+    int64_t t_cache_request;          /* when the request went upstream (wall clock, s) */
 };
 
 /* The interim answer to "Expect: 100-continue" (RFC 9110 §10.1.1). */
@@ -109,6 +141,26 @@ bool ex_may_retry(struct exchange *ex, bool sent);
 void ex_record(struct exchange *ex, bool success);
 enum ex_step ex_retry(struct exchange *ex);
 enum ex_step ex_upstream_failed(struct exchange *ex, int status, const char *why);
+
+/* exchange_deliver.c: compression and response buffering */
+int ex_deliver_plan(struct exchange *ex, const struct http_msg *resp, enum h1_body_kind kind,
+                    uint64_t length, struct hdr_response_ctx *rc);
+int ex_deliver_start(struct exchange *ex, bool spool);
+enum ex_step ex_spool_step(struct exchange *ex);
+void ex_deliver_end(struct exchange *ex);
+uint64_t ex_client_bytes(const struct exchange *ex);
+
+/* exchange_cache.c: the cache step */
+enum ex_step ex_cache_step(struct exchange *ex);
+enum ex_step ex_cache_wait_step(struct exchange *ex);
+enum ex_step ex_cache_serve_step(struct exchange *ex);
+void ex_cache_lock_timeout(struct exchange *ex);
+bool ex_cache_on_head(struct exchange *ex, enum ex_step *st);
+bool ex_cache_on_failure(struct exchange *ex, enum ex_step *st);
+void ex_cache_attach(struct exchange *ex);
+void ex_cache_end(struct exchange *ex);
+enum ex_step ex_forward(struct exchange *ex);
+int ex_reserve_resp_headers(struct exchange *ex);
 
 /* exchange_steps.c: the route's request steps and the path they see */
 enum ex_step ex_begin_steps(struct exchange *ex);

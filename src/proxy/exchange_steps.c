@@ -49,6 +49,10 @@ enum ex_step ex_hold_body_step(struct exchange *ex)
         ex->body_held = true;
         return ex_policy_step(ex);
     }
+    if (s == PUMP_TOO_LARGE && ex->hold_partial_ok) {
+        ex->body_partial = true; /* longer than the buffer: what we hold goes first, the rest streams */
+        return ex_policy_step(ex);
+    }
     ex->client_close = true; /* from here on, the rest of the body is not ours to read */
     if (s == PUMP_TOO_LARGE)
         return ex_send_error(ex, 413);
@@ -68,20 +72,8 @@ static uint64_t ex_min_limit(uint64_t a, uint64_t b)
     return !a ? b : !b ? a : a < b ? a : b;
 }
 
-/* Starts the route's request steps, holding the body first when a step inspects it. */
-enum ex_step ex_begin_steps(struct exchange *ex)
+static enum ex_step ex_start_hold(struct exchange *ex, enum h1_body_kind kind, uint64_t limit)
 {
-    uint64_t limit;
-    enum h1_body_kind kind = h1_request_body_kind(&ex->req);
-    if (kind == H1_BODY_NONE || !policy_wants_body(ex->route, &limit))
-        return ex_policy_step(ex);
-    limit = ex_min_limit(limit, ex->cfg->limits.max_body_bytes);
-    if (kind == H1_BODY_LENGTH && (uint64_t)ex->req.content_length > limit) {
-        if (ex->route->waf.mode == WAF_BLOCK) /* an uninspected body must not pass */
-            return ex_send_error(ex, 413);
-        ex->body_uninspected = true; /* detect mode: headers-only inspection */
-        return ex_policy_step(ex);
-    }
     if (ex->req.expect_continue && ex->req.version_minor >= 1 &&
         xport_write(&ex->c->xp, ex_continue_line, EX_CONTINUE_LEN) < 0)
         return ex_abort_client(ex); /* RFC 9110 §10.1.1: ask for the body we are about to read */
@@ -92,6 +84,40 @@ enum ex_step ex_begin_steps(struct exchange *ex)
     ex->state = EX_HOLD_BODY;
     ex_arm_client_timer(ex, ex->cfg->limits.body_timeout_ms);
     return EX_AGAIN;
+}
+
+/* `buffering.request`: the body is read whole before a server is picked, so a slow upload does
+ * not hold a backend connection. A Content-Length beyond the buffer streams as usual; a chunked
+ * body that outgrows it is sent as what was held followed by the rest, streaming. */
+static enum ex_step ex_buffer_request(struct exchange *ex, enum h1_body_kind kind)
+{
+    uint64_t size = ex->route->buffering.request;
+    if (!size || ex->route->action != ROUTE_UPSTREAM ||
+        (kind == H1_BODY_LENGTH && (uint64_t)ex->req.content_length > size))
+        return ex_policy_step(ex);
+    ex->hold_partial_ok = true;
+    return ex_start_hold(ex, kind, size);
+}
+
+/* Starts the route's request steps, holding the body first when a step inspects it. */
+enum ex_step ex_begin_steps(struct exchange *ex)
+{
+    if (ex->cache_refresh)
+        return ex_action(ex); /* our own refresh: the client's request already passed the steps */
+    uint64_t limit;
+    enum h1_body_kind kind = h1_request_body_kind(&ex->req);
+    if (kind == H1_BODY_NONE)
+        return ex_policy_step(ex);
+    if (!policy_wants_body(ex->route, &limit))
+        return ex_buffer_request(ex, kind);
+    limit = ex_min_limit(limit, ex->cfg->limits.max_body_bytes);
+    if (kind == H1_BODY_LENGTH && (uint64_t)ex->req.content_length > limit) {
+        if (ex->route->waf.mode == WAF_BLOCK) /* an uninspected body must not pass */
+            return ex_send_error(ex, 413);
+        ex->body_uninspected = true; /* detect mode: headers-only inspection */
+        return ex_policy_step(ex);
+    }
+    return ex_start_hold(ex, kind, limit);
 }
 
 /* Routes match, and the backend receives, the normalized path (see http/path.h); the raw target

@@ -106,6 +106,9 @@ static void ex_rewind_request(struct exchange *ex)
 /* Gives up on the upstream side and answers STATUS ourselves (nothing reached the client yet). */
 enum ex_step ex_fail_upstream(struct exchange *ex, int status)
 {
+    enum ex_step st;
+    if (status >= 500 && ex_cache_on_failure(ex, &st)) /* a stale copy allowed for errors */
+        return st;
     ex_rewind_request(ex);
     return ex_send_error(ex, status);
 }

@@ -30,11 +30,41 @@ void pump_init(struct pump *p, enum h1_body_kind kind, uint64_t length, bool out
     p->prefix = prefix;
 }
 
+/* Written bytes come from the source buffer, or from the filter's output when there is one. */
+static struct buf *pump_dbuf(struct pump *p, struct buf *b)
+{
+    return p->filter.run ? p->filter.out : b;
+}
+
+static uint32_t *pump_dready(struct pump *p)
+{
+    return p->filter.run ? &p->filter.ready : &p->ready;
+}
+
+/* Every body byte has been taken and, with a filter, the filter has ended its output. */
+static bool pump_input_over(const struct pump *p)
+{
+    return p->in_done && (!p->filter.run || (p->ready == 0 && p->filter.finished));
+}
+
 bool pump_finished(const struct pump *p)
 {
     bool prefix_done = !p->prefix || p->prefix_off == p->prefix->len;
     bool term_done = !p->out_chunked || p->term_sent == pump_term_len(p);
-    return prefix_done && p->in_done && p->ready == 0 && p->seg_len == 0 && term_done;
+    uint32_t ready = p->filter.run ? p->filter.ready : p->ready;
+    return prefix_done && pump_input_over(p) && ready == 0 && p->seg_len == 0 && term_done;
+}
+
+void pump_release(struct pump *p)
+{
+    buf_put(p->filter.out);
+    p->filter.out = NULL;
+}
+
+static void pump_observe(struct pump *p, const char *data, size_t len)
+{
+    if (p->observer.fn && len)
+        p->observer.fn(p->observer.arg, data, len);
 }
 
 /* Turns bytes read but not yet examined into ready body bytes, per the source framing. */
@@ -51,9 +81,11 @@ static int pump_take(struct pump *p, struct buf *b)
         p->body += take;
         if (p->tap)
             sbuf_append(p->tap, buf_rptr(b) + p->ready - take, take);
+        pump_observe(p, buf_rptr(b) + p->ready - take, take);
         return 0;
     }
     if (p->in_kind == H1_BODY_CLOSE) {
+        pump_observe(p, buf_rptr(b) + p->ready, fresh);
         p->ready += fresh;
         p->body += fresh;
         return 0;
@@ -66,10 +98,41 @@ static int pump_take(struct pump *p, struct buf *b)
         return -1;
     memmove(start + produced, start + consumed, fresh - consumed);
     b->wpos -= (uint32_t)(consumed - produced);
+    pump_observe(p, start, produced);
     p->ready += (uint32_t)produced;
     p->in_done = r == 1;
     p->body += produced;
     return 0;
+}
+
+/* Runs the filter over the ready body bytes into its output buffer. SYNC asks for a flush (the
+ * source paused). Returns 0, or -1 on a filter error or no memory. */
+static int pump_filter_step(struct pump *p, struct buf *b, bool sync)
+{
+    struct pump_filter *f = &p->filter;
+    if (f->finished || (!p->ready && !p->in_done && !(sync && f->dirty)))
+        return 0;
+    if (!f->out && !(f->out = buf_get()))
+        return -1;
+    for (;;) {
+        if (buf_space(f->out) < BUF_SIZE / 4 && f->out->rpos > 0)
+            buf_compact(f->out);
+        if (buf_space(f->out) == 0)
+            return 0; /* the writer must make room first */
+        enum pump_flush flush = p->in_done ? PUMP_FLUSH_FINISH : sync && f->dirty ? PUMP_FLUSH_SYNC : PUMP_FLUSH_NONE;
+        size_t used = 0, made = 0;
+        int r = f->run(f->ctx, buf_rptr(b), p->ready, &used, buf_wptr(f->out), buf_space(f->out), &made, flush);
+        if (r < 0)
+            return -1;
+        buf_consume(b, (uint32_t)used);
+        p->ready -= (uint32_t)used;
+        f->out->wpos += (uint32_t)made;
+        f->ready += (uint32_t)made;
+        f->dirty = flush == PUMP_FLUSH_NONE ? f->dirty || used : !(r == 1);
+        f->finished = r == 1 && flush == PUMP_FLUSH_FINISH;
+        if (r == 1 || (!used && !made))
+            return 0;
+    }
 }
 
 /* Appends what is left of the terminator (last chunk, trailers, CRLF) to IOV[N..]. */
@@ -87,18 +150,20 @@ static int pump_term_iov(const struct pump *p, struct iovec *iov, int n)
 }
 
 /* Builds the iovec of what is due next; returns the count. */
-static int pump_iov(struct pump *p, struct buf *b, struct iovec *iov)
+static int pump_iov(struct pump *p, struct buf *src, struct iovec *iov)
 {
     int n = 0;
+    struct buf *b = pump_dbuf(p, src);
+    uint32_t ready = *pump_dready(p);
     if (p->prefix && p->prefix_off < p->prefix->len)
         iov[n++] = (struct iovec){ p->prefix->p + p->prefix_off, p->prefix->len - p->prefix_off };
     if (!p->out_chunked) {
-        if (p->ready)
-            iov[n++] = (struct iovec){ buf_rptr(b), p->ready };
+        if (ready)
+            iov[n++] = (struct iovec){ buf_rptr(b), ready };
         return n;
     }
-    if (p->seg_len == 0 && p->ready) {
-        p->seg_len = p->ready;
+    if (p->seg_len == 0 && ready) {
+        p->seg_len = ready;
         p->seg_sent = 0;
         p->seg_hdr_len = (uint8_t)h1_chunk_header(p->seg_hdr, p->seg_len);
     }
@@ -112,14 +177,16 @@ static int pump_iov(struct pump *p, struct buf *b, struct iovec *iov)
         uint32_t crlf_off = off > p->seg_hdr_len + p->seg_len ? off - p->seg_hdr_len - p->seg_len : 0;
         iov[n++] = (struct iovec){ (char *)"\r\n" + crlf_off, 2 - crlf_off };
     }
-    if (p->in_done && p->ready == p->seg_len && p->term_sent < pump_term_len(p))
+    if (pump_input_over(p) && ready == p->seg_len && p->term_sent < pump_term_len(p))
         n = pump_term_iov(p, iov, n);
     return n;
 }
 
 /* Accounts N written bytes against prefix, segment and terminator, in that order. */
-static void pump_advance(struct pump *p, struct buf *b, size_t n)
+static void pump_advance(struct pump *p, struct buf *src, size_t n)
 {
+    struct buf *b = pump_dbuf(p, src);
+    uint32_t *ready = pump_dready(p);
     p->bytes_out += n;
     if (p->prefix && p->prefix_off < p->prefix->len) {
         size_t k = p->prefix->len - p->prefix_off;
@@ -128,7 +195,7 @@ static void pump_advance(struct pump *p, struct buf *b, size_t n)
         n -= k;
     }
     if (!p->out_chunked) {
-        p->ready -= (uint32_t)n;
+        *ready -= (uint32_t)n;
         buf_consume(b, (uint32_t)n);
         return;
     }
@@ -140,7 +207,7 @@ static void pump_advance(struct pump *p, struct buf *b, size_t n)
         n -= k;
         if (p->seg_sent == total) {
             buf_consume(b, p->seg_len);
-            p->ready -= p->seg_len;
+            *ready -= p->seg_len;
             p->seg_len = 0;
         }
     }
@@ -224,6 +291,8 @@ enum pump_status pump_run(struct pump *p, struct buf **bufp, struct xport *src, 
             return PUMP_SRC_ERROR;
         if (p->limit && p->body > p->limit)
             return PUMP_TOO_LARGE; /* checked before writing, so the excess never leaves */
+        if (p->filter.run && pump_filter_step(p, b, false) < 0)
+            return PUMP_NO_MEMORY;
         enum pump_status s = pump_write(p, b, dst, dst_writable, &progress);
         if (s != PUMP_BLOCKED)
             return s;
@@ -232,6 +301,13 @@ enum pump_status pump_run(struct pump *p, struct buf **bufp, struct xport *src, 
         s = pump_read(p, b, src, src_readable, &progress);
         if (s != PUMP_BLOCKED)
             return s;
+        if (!progress && p->filter.run && p->filter.dirty && !p->in_done) {
+            /* The source paused with input inside the filter: flush it so the client sees it. */
+            uint32_t before = p->filter.ready;
+            if (pump_filter_step(p, b, true) < 0)
+                return PUMP_NO_MEMORY;
+            progress = p->filter.ready != before;
+        }
         if (!progress)
             return PUMP_BLOCKED;
     }

@@ -25,6 +25,29 @@ enum pump_status {
     PUMP_TOO_LARGE   /* the body passed `limit`: nothing past the limit was written */
 };
 
+/* Sees the decoded body as it passes (e.g. fills a cache object). */
+struct pump_observer {
+    void (*fn)(void *arg, const char *data, size_t len);
+    void *arg;
+};
+
+enum pump_flush { PUMP_FLUSH_NONE, PUMP_FLUSH_SYNC, PUMP_FLUSH_FINISH };
+
+/* A body transform between decoding and writing. RUN takes IN[0..in_len) and writes to
+ * OUT[0..cap), reporting *CONSUMED and *PRODUCED; FLUSH SYNC makes what was consumed decodable
+ * now (the source paused: a stream must not sit in the filter), FINISH ends it. Returns 1 when
+ * the flush goal is reached, 0 to be called again with more room, -1 on error. */
+struct pump_filter {
+    int (*run)(void *ctx, const char *in, size_t in_len, size_t *consumed, char *out, size_t cap,
+               size_t *produced, enum pump_flush flush);
+    void *ctx;                  /* not owned */
+    struct buf *out;            /* transformed bytes waiting to be written (owned by the pump
+                                   until pump_release) */
+    uint32_t ready;             /* bytes in out */
+    bool dirty;                 /* input consumed since the last flush */
+    bool finished;              /* FINISH reached */
+};
+
 struct pump {
     enum h1_body_kind in_kind;  /* NONE, LENGTH, CHUNKED or CLOSE (CLOSE also = tunnel) */
     uint64_t in_left;           /* LENGTH: body bytes not yet taken from the source */
@@ -45,6 +68,9 @@ struct pump {
     struct sbuf *tap;           /* optional, not owned: receives a copy of LENGTH body bytes */
     struct sbuf *sink;          /* optional, not owned: the decoded body goes here instead of
                                    to a destination socket (a body held for inspection) */
+    struct pump_observer observer; /* optional: sees every decoded body byte (a cache fill) */
+    struct pump_filter filter;  /* optional: transforms the decoded body (compression); the
+                                   output is then framed chunked or close-delimited */
     uint64_t body;              /* body bytes taken from the source (decoded) */
     uint64_t bytes_in;          /* bytes read from the source */
     uint64_t bytes_out;         /* bytes written to the destination (prefix included) */
@@ -63,5 +89,7 @@ enum pump_status pump_run(struct pump *p, struct buf **buf, struct xport *src, b
 
 /* True once everything the pump must write has been written. */
 bool pump_finished(const struct pump *p);
+/* Gives back what the pump holds beyond the caller's buffers (a filter's output buffer). */
+void pump_release(struct pump *p);
 
 #endif

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cache/cache_store.h"
 #include "tls/tls.h"
 
 static void runtime_free(struct runtime *rt)
@@ -20,6 +21,10 @@ static void runtime_free(struct runtime *rt)
     }
     free(rt->rings);
     free(rt->states);
+    for (size_t i = 0; rt->zones && i < cfg->n_cache_zones; i++)
+        if (rt->zones[i])
+            cache_zone_put(rt->zones[i]);
+    free(rt->zones);
     for (size_t i = 0; rt->listener_tls && i < cfg->n_listeners; i++)
         tls_server_free(rt->listener_tls[i]);
     free(rt->listener_tls);
@@ -54,6 +59,19 @@ static int runtime_fill(struct runtime *rt)
 
 /* The TLS contexts of every TLS listener and upstream: certificates, keys, OCSP responses and CA
  * files are read here, so that a reload with a bad file is refused and the old contexts stay. */
+/* Cache zones live in a process-wide registry by name, so a reload keeps their contents. */
+static int runtime_zones(struct runtime *rt, char *err, size_t cap)
+{
+    const struct config *cfg = rt->cfg;
+    rt->zones = calloc(cfg->n_cache_zones ? cfg->n_cache_zones : 1, sizeof *rt->zones);
+    if (!rt->zones)
+        return -1;
+    for (size_t i = 0; i < cfg->n_cache_zones; i++)
+        if (!(rt->zones[i] = cache_zone_get(&cfg->cache_zones[i], err, cap)))
+            return -1;
+    return 0;
+}
+
 static int runtime_tls(struct runtime *rt, char *err, size_t cap)
 {
     const struct config *cfg = rt->cfg;
@@ -89,7 +107,7 @@ struct runtime *runtime_build(struct config *cfg, uint64_t generation, const str
         return NULL;
     }
     rt->policy = policy_set_build(cfg, prev ? prev->policy : NULL, err, cap);
-    if (!rt->policy || runtime_tls(rt, err, cap) < 0) {
+    if (!rt->policy || runtime_tls(rt, err, cap) < 0 || runtime_zones(rt, err, cap) < 0) {
         runtime_free(rt);
         return NULL;
     }

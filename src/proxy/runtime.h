@@ -15,6 +15,7 @@
 
 struct tls_server;
 struct tls_client;
+struct cache_zone;
 
 struct runtime {
     atomic_int refs;
@@ -25,6 +26,7 @@ struct runtime {
     struct policy_set *policy;       /* users files, JWT keys, WAF engines; owned */
     struct tls_server **listener_tls; /* per listener, NULL without tls; owned */
     struct tls_client **upstream_tls; /* per upstream, NULL without tls; owned */
+    struct cache_zone **zones;       /* per cache zone, one reference each (zones outlive reloads) */
 };
 
 /* Builds the runtime of CFG (takes a reference to CFG); PREV, the runtime in use or NULL, lends

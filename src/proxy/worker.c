@@ -454,9 +454,52 @@ static void worker_install(struct worker *w)
     worker_goaway_h2(w);
 }
 
+void worker_post(struct worker *w, struct worker_mail *m)
+{
+    pthread_mutex_lock(&w->mail_lock);
+    bool wake = !m->posted;
+    if (!m->posted) {
+        m->posted = true;
+        m->next = w->mail;
+        w->mail = m;
+    }
+    pthread_mutex_unlock(&w->mail_lock);
+    if (wake)
+        loop_wake(w->loop);
+}
+
+void worker_unpost(struct worker *w, struct worker_mail *m)
+{
+    pthread_mutex_lock(&w->mail_lock);
+    if (m->posted) {
+        for (struct worker_mail **p = &w->mail; *p; p = &(*p)->next) {
+            if (*p == m) {
+                *p = m->next;
+                break;
+            }
+        }
+        m->posted = false;
+    }
+    pthread_mutex_unlock(&w->mail_lock);
+    loop_cancel(w->loop, &m->task);
+}
+
+/* Moves the posted wake-ups to the loop's deferred tasks (they run after this batch). */
+static void worker_take_mail(struct worker *w)
+{
+    pthread_mutex_lock(&w->mail_lock); /* held throughout: a new post relinks `next` */
+    for (struct worker_mail *m = w->mail; m; m = m->next) {
+        m->posted = false;
+        loop_defer(w->loop, &m->task);
+    }
+    w->mail = NULL;
+    pthread_mutex_unlock(&w->mail_lock);
+}
+
 static void worker_on_wake(void *arg)
 {
     struct worker *w = arg;
+    worker_take_mail(w);
     if (atomic_load(&w->stop_requested)) {
         worker_begin_drain(w);
         return;
@@ -493,6 +536,7 @@ int worker_init(struct worker *w, struct worker_group *group, unsigned id, const
     w->loop = loop_new();
     w->flush_timer.on_fire = worker_on_flush;
     w->drain_timer.on_fire = worker_on_drain_timeout;
+    pthread_mutex_init(&w->mail_lock, NULL);
     if (!w->loop || worker_stats_init(&w->stats) < 0 || accesslog_init(&w->alog, access_fd, format) < 0)
         return -1;
     if (!(w->policy = policy_worker_new(w->loop)))
@@ -547,6 +591,7 @@ void worker_destroy(struct worker *w)
     w->gen = NULL;
     accesslog_destroy(&w->alog);
     worker_stats_free(&w->stats);
+    pthread_mutex_destroy(&w->mail_lock);
     loop_free(w->loop);
     w->loop = NULL;
 }

@@ -75,6 +75,14 @@ struct worker_gen {
     unsigned users;                  /* exchanges on it, +1 while it is the worker's current */
 };
 
+/* A wake-up another thread posts to a worker (a cache object it waits on grew): the task runs
+ * on the worker's loop. Embedded in its owner; `posted` is guarded by the mailbox lock. */
+struct worker_mail {
+    struct loop_task task;
+    struct worker_mail *next;
+    bool posted;
+};
+
 struct worker {
     unsigned id;
     pthread_t thread;
@@ -95,6 +103,8 @@ struct worker {
     struct loop_timer flush_timer;
     struct loop_timer drain_timer;
     atomic_bool stop_requested;
+    pthread_mutex_t mail_lock;       /* guards mail */
+    struct worker_mail *mail;        /* posted by other threads, run on wake */
 };
 
 int worker_group_init(struct worker_group *g, struct worker *workers, unsigned n, struct runtime *rt);
@@ -121,6 +131,11 @@ static inline const struct config *worker_config(const struct worker *w) { retur
 /* An exchange starts (takes the current generation) or ends (lets its generation go). */
 struct worker_gen *worker_gen_use(struct worker *w);
 void worker_gen_release(struct worker *w, struct worker_gen *gen);
+
+/* Thread-safe: runs M's task on W's loop soon (once, however often it is posted meanwhile). */
+void worker_post(struct worker *w, struct worker_mail *m);
+/* W's thread: M will not run (any more) from a post made before this call. */
+void worker_unpost(struct worker *w, struct worker_mail *m);
 
 /* Called by the client module when a connection closes (accept pausing, drain). */
 void worker_client_closed(struct worker *w);

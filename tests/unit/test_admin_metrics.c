@@ -198,6 +198,40 @@ UNIT_TEST(server_state_families)
     fake_free(&f);
 }
 
+UNIT_TEST(cache_zone_families)
+{
+    struct fake f;
+    fake_init(&f);
+    const struct metrics_cache_zone zones[] = {
+        { .name = "main", .stats = { .hits = 7, .misses = 3, .stale = 2, .collapsed = 99, .bytes = 4096,
+                                     .objects = 5, .evictions = 11, .disk_bytes = 8192, .disk_objects = 6,
+                                     .disk_evictions = 1, .purged = 4 } },
+        { .name = "empty" },
+    };
+    f.src.zones = zones;
+    f.src.n_zones = 2;
+    fake_render(&f);
+    CHECK(has_line(&f.out, "# TYPE portero_cache_hits_total counter"));
+    CHECK(has_line(&f.out, "portero_cache_hits_total{zone=\"main\"} 7"));
+    CHECK(has_line(&f.out, "portero_cache_misses_total{zone=\"main\"} 3"));
+    CHECK(has_line(&f.out, "portero_cache_stale_total{zone=\"main\"} 2"));
+    CHECK(has_line(&f.out, "portero_cache_collapsed_total{zone=\"main\"} 99"));
+    CHECK(has_line(&f.out, "# TYPE portero_cache_stored_bytes gauge"));
+    CHECK(has_line(&f.out, "portero_cache_stored_bytes{zone=\"main\"} 4096"));
+    CHECK(has_line(&f.out, "# TYPE portero_cache_objects gauge"));
+    CHECK(has_line(&f.out, "portero_cache_objects{zone=\"main\"} 5"));
+    CHECK(has_line(&f.out, "portero_cache_disk_stored_bytes{zone=\"main\"} 8192"));
+    CHECK(has_line(&f.out, "portero_cache_disk_objects{zone=\"main\"} 6"));
+    CHECK(has_line(&f.out, "portero_cache_purged_total{zone=\"main\"} 4"));
+    CHECK(has_line(&f.out, "# TYPE portero_cache_evictions_total counter"));
+    CHECK(has_line(&f.out, "portero_cache_evictions_total{zone=\"main\",tier=\"memory\"} 11"));
+    CHECK(has_line(&f.out, "portero_cache_evictions_total{zone=\"main\",tier=\"disk\"} 1"));
+    CHECK(has_line(&f.out, "portero_cache_hits_total{zone=\"empty\"} 0"));
+    CHECK(has_line(&f.out, "portero_cache_evictions_total{zone=\"empty\",tier=\"disk\"} 0"));
+    CHECK_EQ_INT(count_of(&f.out, "portero_cache_hits_total{"), 2);
+    fake_free(&f);
+}
+
 UNIT_TEST(label_values_escaped)
 {
     struct fake f;
@@ -279,7 +313,10 @@ UNIT_TEST(empty_workers_render_every_family)
         "portero_server_up gauge", "portero_server_ejections_total counter",
         "portero_health_checks_total counter", "portero_health_checks_failed_total counter",
         "portero_config_reloads_total counter", "portero_connections_accepted_total counter",
-        "portero_start_time_seconds gauge",
+        "portero_start_time_seconds gauge", "portero_cache_hits_total counter",
+        "portero_cache_misses_total counter", "portero_cache_stale_total counter",
+        "portero_cache_collapsed_total counter", "portero_cache_stored_bytes gauge",
+        "portero_cache_objects gauge", "portero_cache_evictions_total counter",
     };
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
         char line[128];
