@@ -536,6 +536,12 @@ static const struct xport_ops client_null_ops = { client_null_read, client_null_
 
 static void client_end_detached(struct client *c)
 {
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->w->detached = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
     c->closed = true;
     if (c->ex)
         exchange_abort(c->ex);
@@ -606,6 +612,10 @@ void client_refresh(struct client *like, const struct http_msg *req)
     c->timer.on_fire = client_on_timer;
     c->task.run = client_refresh_run; /* after the current exchange's step: never inside it */
     loop_defer(c->w->loop, &c->task);
+    c->next = c->w->detached;
+    if (c->next)
+        c->next->prev = c;
+    c->w->detached = c;
 }
 
 /* --- HTTP/2 stream clients ------------------------------------------------------------------------ */

@@ -516,6 +516,8 @@ static void *worker_main(void *arg)
     loop_timer_after(w->loop, &w->flush_timer, worker_config(w)->log.flush_interval_ms);
     worker_on_wake(w); /* a generation may have been published while we started */
     loop_run(w->loop, worker_on_wake, w);
+    while (w->detached) /* background cache refreshes do not hold a shutdown */
+        client_close(w->detached);
     accesslog_flush(&w->alog);
     worker_gen_release(w, w->gen);
     w->gen = NULL;

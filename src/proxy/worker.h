@@ -94,6 +94,7 @@ struct worker {
     struct worker_address *addresses; /* interned listener addresses clients point at */
     struct policy_worker *policy;    /* Redis connection of cluster-wide limits */
     struct client *clients;          /* every open client connection (for drain) */
+    struct client *detached;         /* cache refreshes running without a client (closed at exit) */
     uint32_t n_clients;
     uint32_t n_idle_clients;         /* between requests (gauge for metrics) */
     bool accept_paused;              /* at max_connections: listeners out of epoll */
