@@ -18,7 +18,7 @@ UNIT_SAN := $(UNIT_SRC:tests/unit/%.c=build/asan/unit/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 120
-FUZZ_TEST_SECONDS ?= 15
+FUZZ_TEST_SECONDS ?= 10
 
 .PHONY: all deps build asan run test unit unit-asan integration integration-asan fuzz bench clean
 
