@@ -105,6 +105,11 @@ test: deps
 	$(MAKE) -j2 --output-sync=target integration integration-asan
 	$(MAKE) -j2 fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS)
 
+# The eviction policy's simulator (S3-FIFO vs LRU on a scan-heavy trace), used by make bench.
+build/bench/cache_trace: bench/cache_trace.c src/cache/cache_evict.c src/cache/cache_sim.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $^ -o $@ -lm
+
 run: deps build
 	@scripts/run-demo.sh
 

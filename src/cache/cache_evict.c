@@ -7,7 +7,6 @@
 enum { Q_NONE, Q_SMALL, Q_MAIN };
 
 #define EVICT_FREQ_MAX 3
-#define EVICT_SMALL_PERCENT 10
 #define GHOST_WAYS 4
 #define GHOST_MIN_SLOTS 64
 
@@ -200,15 +199,26 @@ static struct cache_evict_node *evict_main(struct cache_evict *e)
     return n;
 }
 
+struct cache_evict_node *cache_evict_next_in(struct cache_evict *e, bool small)
+{
+    /* bounded: a node is promoted once or has its counter lowered at most 3 times */
+    struct cache_evict_fifo *f = small ? &e->small : &e->main;
+    while (f->n) {
+        struct cache_evict_node *n = small ? evict_small(e) : evict_main(e);
+        if (n)
+            return n;
+    }
+    return NULL;
+}
+
 struct cache_evict_node *cache_evict_next(struct cache_evict *e)
 {
-    /* each round either evicts or lowers a counter / promotes once: bounded by 4 per node */
     for (;;) {
         if (!e->small.n && !e->main.n)
             return NULL;
-        bool small_over = e->small.bytes * 100 >= e->capacity * EVICT_SMALL_PERCENT;
-        struct cache_evict_node *n = e->small.n && (small_over || !e->main.n) ? evict_small(e)
-                                                                            : evict_main(e);
+        bool small_over = cache_evict_small_over(e->small.bytes, e->capacity);
+        bool small = e->small.n && (small_over || !e->main.n);
+        struct cache_evict_node *n = small ? evict_small(e) : evict_main(e);
         if (n)
             return n;
     }

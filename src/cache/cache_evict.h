@@ -27,6 +27,7 @@
 #ifndef PORTERO_CACHE_EVICT_H
 #define PORTERO_CACHE_EVICT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -74,6 +75,15 @@ void cache_evict_touch(struct cache_evict *e, struct cache_evict_node *n);
 void cache_evict_remove(struct cache_evict *e, struct cache_evict_node *n);
 /* Chooses the next victim, removes it and returns it; NULL when nothing is inserted. */
 struct cache_evict_node *cache_evict_next(struct cache_evict *e);
+/* The same, deciding between the FIFOs for the caller (which sees several instances: the store's
+ * shards): from the small FIFO (promoting hit objects to main on the way) when SMALL, else from
+ * the main one. NULL when that FIFO has no victim. */
+struct cache_evict_node *cache_evict_next_in(struct cache_evict *e, bool small);
+/* Whether a small FIFO of SMALL bytes is over its share of CAPACITY. */
+static inline bool cache_evict_small_over(uint64_t small, uint64_t capacity)
+{
+    return small * 100 >= capacity * 10;
+}
 /* Bytes of the inserted nodes. */
 uint64_t cache_evict_bytes(const struct cache_evict *e);
 

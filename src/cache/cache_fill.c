@@ -356,7 +356,7 @@ static void finish_link(struct cache_zone *z, struct cache_shard *s, struct cach
     o->node.id = v->id;
     o->node.size = o->charged;
     cache_evict_insert(&s->evict, &o->node);
-    cache_shard_note_small(s);
+    cache_shard_note_small(z, s);
     if (o->from_disk) {
         v->disk_used = true;
         return;

@@ -305,7 +305,7 @@ void cache_unlink_complete(struct cache_zone *z, struct cache_shard *s, struct c
 {
     struct cache_variant *v = o->variant;
     cache_evict_remove(&s->evict, &o->node);
-    cache_shard_note_small(s);
+    cache_shard_note_small(z, s);
     v->obj = NULL;
     o->variant = NULL;
     uncharge(z, s, o);
@@ -345,13 +345,14 @@ bool cache_zone_over(struct cache_zone *z)
            atomic_load_explicit(&z->memory, memory_order_relaxed);
 }
 
-/* Evicts one object of S; false when S has none to give. */
-static bool shard_evict_one(struct cache_zone *z, struct cache_shard *s)
+/* Evicts one object of S from its small FIFO (SMALL) or its main one; false when that FIFO has
+ * none to give. */
+static bool shard_evict_one(struct cache_zone *z, struct cache_shard *s, bool small)
 {
     struct cache_trash t = { 0 };
     pthread_mutex_lock(&s->lock);
-    struct cache_evict_node *n = cache_evict_next(&s->evict);
-    cache_shard_note_small(s);
+    struct cache_evict_node *n = cache_evict_next_in(&s->evict, small);
+    cache_shard_note_small(z, s);
     if (n) {
         struct cache_obj *o = (struct cache_obj *)((char *)n - offsetof(struct cache_obj, node));
         struct cache_entry *e = o->entry;
@@ -364,34 +365,28 @@ static bool shard_evict_one(struct cache_zone *z, struct cache_shard *s)
     return n != NULL;
 }
 
-/* Whether S may give a victim in pass PASS of cache_make_room. */
-static bool shard_eligible(struct cache_zone *z, struct cache_shard *s, unsigned pass)
-{
-    uint64_t fair = atomic_load_explicit(&z->memory, memory_order_relaxed) / CACHE_SHARDS;
-    if (pass == 0) /* its small FIFO is over its share: it gives a new, unused object */
-        return atomic_load_explicit(&s->small_bytes, memory_order_relaxed) * 10 >= fair &&
-               atomic_load_explicit(&s->small_bytes, memory_order_relaxed);
-    if (pass == 1)
-        return atomic_load_explicit(&s->bytes, memory_order_relaxed) > fair;
-    return true;
-}
-
-/* The memory budget is zone-wide but the eviction order is per shard. Victims come first from
- * shards whose small FIFO is over its share (the home shard first, then from a rotating cursor),
- * then from shards above their fair share of the budget, then from any: this keeps S3-FIFO's
- * preference for evicting new, unused objects zone-wide (a shard whose small FIFO happens to be
- * empty does not give up its main FIFO while others hold one-hit wonders), keeps a zone far
- * smaller than CACHE_SHARDS objects of max size working, and never holds two shard locks. */
+/* The memory budget is zone-wide, the FIFOs are per shard. The zone decides as S3-FIFO does for
+ * one cache: from the small FIFOs while they hold 10% of the budget, else from the main ones;
+ * shards are then tried from HOME on, then from a rotating cursor. A shard whose small FIFO is
+ * empty thus never gives up its main FIFO while others hold unused new objects (measured: with
+ * per-shard decisions, a scan evicted hot objects). A zone far smaller than CACHE_SHARDS objects of
+ * max size still works, and no thread holds two shard locks. -1 when a full round of both
+ * kinds found nothing. */
 int cache_make_room(struct cache_zone *z, struct cache_shard *home)
 {
     struct cache_shard *s = home;
     unsigned misses = 0;
     while (cache_zone_over(z)) {
-        unsigned pass = misses / CACHE_SHARDS;
-        if (pass > 2)
+        if (misses >= 2 * CACHE_SHARDS)
             return -1;
-        if (shard_eligible(z, s, pass) && shard_evict_one(z, s)) {
-            misses = pass * CACHE_SHARDS; /* the same pass again, from here */
+        bool small = cache_evict_small_over(atomic_load(&z->small_bytes), atomic_load(&z->memory));
+        if (misses >= CACHE_SHARDS)
+            small = !small; /* the chosen kind ran out: the other one */
+        bool has = small ? atomic_load_explicit(&s->small_bytes, memory_order_relaxed) > 0
+                         : atomic_load_explicit(&s->bytes, memory_order_relaxed) >
+                               atomic_load_explicit(&s->small_bytes, memory_order_relaxed);
+        if (has && shard_evict_one(z, s, small)) {
+            misses = misses >= CACHE_SHARDS ? CACHE_SHARDS : 0;
             continue;
         }
         misses++;

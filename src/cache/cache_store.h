@@ -32,10 +32,13 @@
  * ABORTED). A revalidation answered 304 finishes the filling object with the old one's body
  * (cache_obj_update).
  *
- * Eviction. The memory budget is zone-wide (an atomic byte count); each shard orders its COMPLETE
- * objects with S3-FIFO (see cache_evict.h for the policy and why it was chosen over LRU). When a
- * charge passes the budget, the charging thread evicts from its own shard, then from shards above
- * their fair share. FILLING objects are charged as they grow but are never evicted.
+ * Eviction. The memory budget is zone-wide (an atomic byte count: bodies as allocated, heads,
+ * metadata, keys); each shard orders its COMPLETE objects with S3-FIFO (cache_evict.h: the policy,
+ * the measurements against LRU, and why). When a charge passes the budget, the charging thread
+ * evicts, no lock held: from the shards' small FIFOs while they hold 10% of the budget, else from
+ * their main FIFOs (the decision S3-FIFO takes for one cache, taken zone-wide), its own shard
+ * first. FILLING objects are charged as they grow but are never evicted; a fill that cannot be
+ * made room for is aborted. Index records (keys of disk-only variants) are not charged.
  *
  * Disk tier (zone `path`, `max_size`). A COMPLETE object is queued to the zone's writer thread,
  * which writes it to PATH/c-<16 hex digits> (a keyed hash of primary and secondary key; the key
@@ -46,7 +49,10 @@
  * order. Opening a zone rebuilds the index from the directory: partial temp files and files with
  * a bad header or size are removed; a body whose checksum fails at read time is removed then.
  * The index keeps, per disk-resident variant, its key, secondary key and tags in memory (not
- * counted in `memory`), so purge by prefix or tag never reads the disk.
+ * counted in `memory`), so purge by prefix or tag never reads the disk. Objects waiting for the
+ * writer are bounded (64 MiB): past that, new objects stay memory-only. There is no fsync (a
+ * machine crash can lose recent files; damaged ones are detected as above). Queued writes are
+ * done when the zone's last reference goes (or at cache_zone_sync): put the zones at shutdown.
  *
  * Threads. Everything here is thread-safe unless said otherwise. Callbacks (cache_vary_fn,
  * cache_waiter.notify) must not call into the store. */
@@ -202,7 +208,8 @@ void cache_obj_put(struct cache_obj *o);
 /* A reader woken when the object it waits on changes: head set, body appended, finished or
  * aborted. NOTIFY runs on the filler's thread with the object's waiter lock held: it must be
  * quick, safe to call from any thread, must not call into the store, and may run many times
- * (e.g. set a flag and wake the reader's worker once). The fields after NOTIFY are the store's. */
+ * (e.g. set a flag and wake the reader's worker once). The fields after NOTIFY are the store's:
+ * zero them before first use. */
 struct cache_waiter {
     void (*notify)(struct cache_waiter *w);
     struct cache_waiter *prev, *next; /* private */
@@ -217,7 +224,7 @@ void cache_obj_unwait(struct cache_obj *o, struct cache_waiter *w);
 /* ---- purge ----------------------------------------------------------------------------------- */
 
 /* Each unlinks what matches from the index at once (memory and disk; FILLING objects too, which
- * their filler then finishes unlinked) and returns the number of variants removed. Prefix and tag
+ * their filler then finishes unlinked) and returns the number of variants and fills removed. Prefix and tag
  * purges walk the whole zone, one shard lock at a time. A tag matches one whole space-separated
  * word of an object's tags. */
 size_t cache_purge_key(struct cache_zone *z, const void *key, size_t klen);

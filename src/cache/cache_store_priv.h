@@ -132,6 +132,7 @@ struct cache_zone {
     _Atomic uint64_t max_object_size;
     uint64_t k0, k1;                   /* SipHash key (persisted with a disk tier) */
     _Atomic uint64_t bytes, objects, evictions, purged;
+    _Atomic uint64_t small_bytes;      /* sum of the shards' small FIFOs */
     atomic_uint cursor;                /* where eviction looks next */
     struct cache_disk *disk;           /* NULL: memory only */
     struct cache_stripe stripes[CACHE_STRIPES];
@@ -185,10 +186,16 @@ void cache_unlink_complete(struct cache_zone *z, struct cache_shard *s, struct c
 /* Drops every variant of E (Vary names changed); removed ones go to T. */
 void cache_entry_drop_variants(struct cache_zone *z, struct cache_shard *s, struct cache_entry *e,
                                struct cache_trash *t);
-/* Shard lock held: after a change to S's eviction order. */
-static inline void cache_shard_note_small(struct cache_shard *s)
+/* Shard lock held: after a change to S's eviction order (mirrors its small FIFO's bytes into
+ * the shard's and the zone's counters). */
+static inline void cache_shard_note_small(struct cache_zone *z, struct cache_shard *s)
 {
-    atomic_store_explicit(&s->small_bytes, s->evict.small.bytes, memory_order_relaxed);
+    uint64_t now = s->evict.small.bytes;
+    uint64_t was = atomic_load_explicit(&s->small_bytes, memory_order_relaxed);
+    if (now == was)
+        return;
+    atomic_store_explicit(&s->small_bytes, now, memory_order_relaxed);
+    atomic_fetch_add_explicit(&z->small_bytes, now - was, memory_order_relaxed); /* mod 2^64 */
 }
 /* No lock held: evicts until the zone is within its memory budget, starting with shard HOME.
  * -1 when nothing more can be evicted and the zone is still over. */

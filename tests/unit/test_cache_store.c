@@ -593,10 +593,11 @@ static void stress_read(struct cache_zone *z, const char *key, struct stress_arg
     if (!o)
         return;
     const char *p;
-    uint64_t len = cache_obj_length(o), got = 0;
+    enum cache_obj_state st = cache_obj_state(o); /* COMPLETE: the length is final */
+    uint64_t got = 0;
     for (size_t n; (n = cache_obj_read(o, got, &p)); got += n)
         a->errors += p[0] != 0;
-    if (cache_obj_state(o) == CACHE_OBJ_COMPLETE && got != len)
+    if (st == CACHE_OBJ_COMPLETE && got != cache_obj_length(o))
         a->errors++;
     if (cache_obj_state(o) == CACHE_OBJ_COMPLETE && rand_r(&a->seed) % 5 == 0) {
         struct cache_obj *f;
@@ -953,13 +954,16 @@ UNIT_TEST(test_disk_update_and_memory_eviction)
     cache_obj_put(fill);
     cache_obj_put(old);
     cache_zone_sync(z);
-    /* push "k" out of memory with other objects */
+    /* push "k" out of memory with objects used twice (one-hit wonders would leave it alone:
+     * they go through the small FIFO only) */
     static char body[4001];
     memset(body, 'e', sizeof body - 1);
     char key[32];
-    for (int i = 0; i < 40; i++) {
+    for (int i = 0; i < 80; i++) {
         snprintf(key, sizeof key, "e-%d", i);
         store(z, key, body, "");
+        has(z, key);
+        has(z, key);
     }
     cache_zone_sync(z);
     struct cache_zone_stats st;
