@@ -113,7 +113,7 @@ build/bench/cache_trace: bench/cache_trace.c src/cache/cache_evict.c src/cache/c
 run: deps build
 	@scripts/run-demo.sh
 
-bench: deps build
+bench: deps build build/bench/cache_trace
 	$(PYTHON) bench/run.py
 
 clean:
