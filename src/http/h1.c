@@ -471,6 +471,8 @@ static int h1_connection(struct h1_ctx *c, struct http_msg *m, struct str v)
             c->keep_alive = true;
         else if (str_ieq(item, STR_LIT("upgrade")))
             m->conn_upgrade = true;
+        else
+            m->conn_names = true;
     }
     return 1;
 }

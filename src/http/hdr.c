@@ -15,6 +15,8 @@ static const char *const hdr_hop_names[] = {
 
 static bool hdr_named_by_connection(const struct http_msg *msg, struct str name)
 {
+    if (!msg->conn_names) /* close, keep-alive and upgrade name no field we forward */
+        return false;
     for (uint32_t i = 0; i < msg->n_headers; i++) {
         if (!str_ieq_cstr(msg->headers[i].name, "connection"))
             continue;

@@ -41,6 +41,7 @@ struct http_msg {
     bool chunked;           /* Transfer-Encoding: chunked (final) */
     bool conn_close;        /* Connection: close, or HTTP/1.0 without keep-alive */
     bool conn_upgrade;      /* Connection lists "upgrade" */
+    bool conn_names;        /* Connection lists other field names (hop-by-hop, RFC 9110 §7.6.1) */
     bool expect_continue;   /* request: Expect: 100-continue */
     bool absolute_form;     /* request target was absolute-form */
     struct str host;        /* request: the authority used for routing (target's if absolute-form) */

@@ -230,13 +230,26 @@ static void ex_cache_prefetch(struct exchange *ex)
         ex->hit_in->wpos += (uint32_t)n;
 }
 
+static void ex_cache_format_u64(char out[24], uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+}
+
 /* Builds the head for serving O (whose head is parsed in ex->resp) and starts the pump. */
 static enum ex_step ex_cache_serve_head(struct exchange *ex, int status, uint64_t length, bool known)
 {
     char age[24], hsts_buf[96];
     const struct ex_cache_meta *m = ex_cache_meta_of(ex->hit);
     int64_t a = m ? cache_rules_age(&m->fresh, m->fresh.request_time, m->fresh.response_time, ex_wall()) : 0;
-    snprintf(age, sizeof age, "%lld", (long long)a);
+    ex_cache_format_u64(age, (uint64_t)(a > 0 ? a : 0)); /* on every hit: no printf */
     bool body = status != 304 && ex->req.method_id != HTTP_METHOD_HEAD && status != 204;
     uint64_t send = status == 206 ? ex->hit_end - ex->hit_off : length;
     struct hdr_response_ctx rc = {
