@@ -68,7 +68,7 @@ FUZZ_EXTRA_fuzz_h2_bridge := src/http/h2_bridge.c src/http/h2_bridge_nv.c src/ht
 FUZZ_EXTRA_fuzz_real_client := src/policy/policy.c src/policy/policy_addr.c src/policy/policy_rate.c \
     src/policy/policy_auth.c src/policy/basic_auth.c src/policy/base64.c src/core/offload.c \
     src/policy/fwdauth.c src/policy/jwt.c src/policy/jwt_keys.c src/policy/jwt_claims.c \
-    src/policy/ratelimit.c src/policy/redis_limit.c src/policy/waf.c src/core/log.c \
+    src/policy/ratelimit.c src/core/siphash.c src/policy/redis_limit.c src/policy/waf.c src/core/log.c \
     src/core/sock.c src/core/loop.c src/http/hdr.c src/http/msg.c src/http/compress.c
 # Each source is compiled once for all targets (instrumented, not linked with libFuzzer's main).
 FUZZ_CFLAGS := $(CSTD) -O1 -g -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

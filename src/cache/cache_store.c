@@ -12,102 +12,33 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "core/siphash.h"
+
 #define CACHE_SHARD_BITS 6
 #define CACHE_MIN_SLOTS 16
 
 _Static_assert(CACHE_SHARDS == 1 << CACHE_SHARD_BITS, "CACHE_SHARDS is 2^CACHE_SHARD_BITS");
 
-/* --- SipHash-2-4 (Aumasson & Bernstein 2012), streamed --------------------------------------- */
-
-struct sip {
-    uint64_t v0, v1, v2, v3;
-    uint64_t tail;
-    size_t len;
-};
-
-#define SIP_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-
-static void sip_round(struct sip *s)
-{
-    s->v0 += s->v1;
-    s->v1 = SIP_ROTL(s->v1, 13) ^ s->v0;
-    s->v0 = SIP_ROTL(s->v0, 32);
-    s->v2 += s->v3;
-    s->v3 = SIP_ROTL(s->v3, 16) ^ s->v2;
-    s->v0 += s->v3;
-    s->v3 = SIP_ROTL(s->v3, 21) ^ s->v0;
-    s->v2 += s->v1;
-    s->v1 = SIP_ROTL(s->v1, 17) ^ s->v2;
-    s->v2 = SIP_ROTL(s->v2, 32);
-}
-
-static void sip_word(struct sip *s, uint64_t m)
-{
-    s->v3 ^= m;
-    sip_round(s);
-    sip_round(s);
-    s->v0 ^= m;
-}
-
-static void sip_init(struct sip *s, uint64_t k0, uint64_t k1)
-{
-    s->v0 = k0 ^ 0x736f6d6570736575ull;
-    s->v1 = k1 ^ 0x646f72616e646f6dull;
-    s->v2 = k0 ^ 0x6c7967656e657261ull;
-    s->v3 = k1 ^ 0x7465646279746573ull;
-    s->tail = 0;
-    s->len = 0;
-}
-
-static void sip_update(struct sip *s, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    size_t i = 0;
-    for (; i < n && (s->len & 7); i++, s->len++) {
-        s->tail |= (uint64_t)p[i] << (8 * (s->len & 7));
-        if ((s->len & 7) == 7) {
-            sip_word(s, s->tail);
-            s->tail = 0;
-        }
-    }
-    for (; n - i >= 8; i += 8, s->len += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        sip_word(s, le64toh(w));
-    }
-    for (; i < n; i++, s->len++)
-        s->tail |= (uint64_t)p[i] << (8 * (s->len & 7));
-}
-
-static uint64_t sip_final(struct sip *s)
-{
-    sip_word(s, ((uint64_t)s->len << 56) | s->tail);
-    s->v2 ^= 0xff;
-    for (int i = 0; i < 4; i++)
-        sip_round(s);
-    return s->v0 ^ s->v1 ^ s->v2 ^ s->v3;
-}
-
 uint64_t cache_hash_key(const struct cache_zone *z, const void *key, size_t klen)
 {
-    struct sip s;
-    sip_init(&s, z->k0, z->k1);
-    sip_update(&s, "P", 1);
-    sip_update(&s, key, klen);
-    return sip_final(&s);
+    struct siphash s;
+    siphash_init(&s, z->k0, z->k1);
+    siphash_update(&s, "P", 1);
+    siphash_update(&s, key, klen);
+    return siphash_final(&s);
 }
 
 uint64_t cache_hash_variant(const struct cache_zone *z, const void *key, size_t klen,
                             const void *vkey, size_t vklen)
 {
-    struct sip s;
+    struct siphash s;
     uint64_t n = htole64((uint64_t)klen);
-    sip_init(&s, z->k0, z->k1);
-    sip_update(&s, "V", 1);
-    sip_update(&s, &n, sizeof n);
-    sip_update(&s, key, klen);
-    sip_update(&s, vkey, vklen);
-    return sip_final(&s);
+    siphash_init(&s, z->k0, z->k1);
+    siphash_update(&s, "V", 1);
+    siphash_update(&s, &n, sizeof n);
+    siphash_update(&s, key, klen);
+    siphash_update(&s, vkey, vklen);
+    return siphash_final(&s);
 }
 
 /* The top bits pick the shard, the bottom ones the slot: independent. */

@@ -8,6 +8,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "core/siphash.h"
+
 #define RL_SHARD_BITS 6
 #define RL_SHARDS (1u << RL_SHARD_BITS)
 #define RL_MIN_SLOTS 16
@@ -59,87 +61,17 @@ struct rl_key {
     uint64_t hash;
 };
 
-/* --- SipHash-2-4 (Aumasson & Bernstein, "SipHash: a fast short-input PRF", 2012), streamed ---- */
-
-struct rl_sip {
-    uint64_t v0, v1, v2, v3;
-    uint64_t tail; /* bytes not yet making a whole word, little-endian */
-    size_t len;    /* bytes seen */
-};
-
-#define RL_ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-
-static void rl_sip_round(struct rl_sip *s)
-{
-    s->v0 += s->v1;
-    s->v1 = RL_ROTL(s->v1, 13) ^ s->v0;
-    s->v0 = RL_ROTL(s->v0, 32);
-    s->v2 += s->v3;
-    s->v3 = RL_ROTL(s->v3, 16) ^ s->v2;
-    s->v0 += s->v3;
-    s->v3 = RL_ROTL(s->v3, 21) ^ s->v0;
-    s->v2 += s->v1;
-    s->v1 = RL_ROTL(s->v1, 17) ^ s->v2;
-    s->v2 = RL_ROTL(s->v2, 32);
-}
-
-static void rl_sip_word(struct rl_sip *s, uint64_t m)
-{
-    s->v3 ^= m;
-    rl_sip_round(s);
-    rl_sip_round(s);
-    s->v0 ^= m;
-}
-
-static void rl_sip_init(struct rl_sip *s, uint64_t k0, uint64_t k1)
-{
-    s->v0 = k0 ^ 0x736f6d6570736575ull;
-    s->v1 = k1 ^ 0x646f72616e646f6dull;
-    s->v2 = k0 ^ 0x6c7967656e657261ull;
-    s->v3 = k1 ^ 0x7465646279746573ull;
-    s->tail = 0;
-    s->len = 0;
-}
-
-static void rl_sip_update(struct rl_sip *s, const uint8_t *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n && (s->len & 7)) {
-        s->tail |= (uint64_t)p[i++] << (8 * (s->len & 7));
-        if ((++s->len & 7) == 0) {
-            rl_sip_word(s, s->tail);
-            s->tail = 0;
-        }
-    }
-    for (; n - i >= 8; i += 8, s->len += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        rl_sip_word(s, le64toh(w));
-    }
-    for (; i < n; i++, s->len++)
-        s->tail |= (uint64_t)p[i] << (8 * (s->len & 7));
-}
-
-static uint64_t rl_sip_final(struct rl_sip *s)
-{
-    rl_sip_word(s, ((uint64_t)s->len << 56) | s->tail);
-    s->v2 ^= 0xff;
-    for (int i = 0; i < 4; i++)
-        rl_sip_round(s);
-    return s->v0 ^ s->v1 ^ s->v2 ^ s->v3;
-}
-
 /* --- hash tables ---------------------------------------------------------------------------- */
 
 static struct rl_shard *rl_hash(struct ratelimit_table *t, struct rl_key *k)
 {
-    struct rl_sip s;
-    rl_sip_init(&s, t->k0, t->k1);
-    rl_sip_update(&s, &k->kind, 1);
-    rl_sip_update(&s, k->a, k->a_len);
+    struct siphash s;
+    siphash_init(&s, t->k0, t->k1);
+    siphash_update(&s, &k->kind, 1);
+    siphash_update(&s, k->a, k->a_len);
     if (k->b_len)
-        rl_sip_update(&s, k->b, k->b_len);
-    k->hash = rl_sip_final(&s);
+        siphash_update(&s, k->b, k->b_len);
+    k->hash = siphash_final(&s);
     /* the top bits pick the shard, the bottom ones the slot: independent */
     return &t->shards[k->hash >> (64 - RL_SHARD_BITS)];
 }
