@@ -627,21 +627,32 @@ static void conf_set_string(struct conf_ctx *ctx, const struct conf_key *key,
     *field = copy;
 }
 
-static void conf_set_bool(struct conf_ctx *ctx, const struct conf_key *key,
-                          const struct yaml_doc_node *val, void *base)
+int conf_bool_value(const struct yaml_doc_node *val)
 {
     static const char *const yes[] = { "true", "True", "TRUE", "yes", "on" };
     static const char *const no[] = { "false", "False", "FALSE", "no", "off" };
-    const char *text = conf_scalar(ctx, val, "a boolean (true or false)", key->name);
-    if (!text)
-        return;
+    if (val->kind != YAML_DOC_SCALAR || yaml_doc_is_null(val))
+        return -1;
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
-        if (strcmp(text, yes[i]) == 0 || strcmp(text, no[i]) == 0) {
-            *CONF_FIELD(base, bool, key->off) = strcmp(text, yes[i]) == 0;
-            return;
-        }
+        if (strcmp(val->text, yes[i]) == 0)
+            return 1;
+        if (strcmp(val->text, no[i]) == 0)
+            return 0;
     }
-    conf_type_error(ctx, val, "a boolean (true or false)", key->name);
+    return -1;
+}
+
+static void conf_set_bool(struct conf_ctx *ctx, const struct conf_key *key,
+                          const struct yaml_doc_node *val, void *base)
+{
+    if (!conf_scalar(ctx, val, "a boolean (true or false)", key->name))
+        return;
+    int b = conf_bool_value(val);
+    if (b < 0) {
+        conf_type_error(ctx, val, "a boolean (true or false)", key->name);
+        return;
+    }
+    *CONF_FIELD(base, bool, key->off) = b == 1;
 }
 
 /* Integers, durations and sizes: parse, then check the key's bounds. */

@@ -28,23 +28,6 @@ static const char *const conf_compress_default_types[] = {
 };
 #define CONF_N_DEFAULT_TYPES (sizeof conf_compress_default_types / sizeof conf_compress_default_types[0])
 
-/* A boolean scalar (the `compress: true`, `cache: false` shorthands): 1 true, 0 false, -1 not
- * a boolean. */
-static int conf_cache_bool(const struct yaml_doc_node *val)
-{
-    static const char *const yes[] = { "true", "True", "TRUE", "yes", "on" };
-    static const char *const no[] = { "false", "False", "FALSE", "no", "off" };
-    if (val->kind != YAML_DOC_SCALAR || yaml_doc_is_null(val))
-        return -1;
-    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
-        if (strcmp(val->text, yes[i]) == 0)
-            return 1;
-        if (strcmp(val->text, no[i]) == 0)
-            return 0;
-    }
-    return -1;
-}
-
 /* The items of sequence VAL, which must hold at least one: NULL (reported) otherwise. */
 static struct yaml_doc_node *const *conf_cache_items(struct conf_ctx *ctx,
                                                      const struct yaml_doc_node *val,
@@ -353,7 +336,7 @@ static void conf_cache_defaults(struct conf_route_cache *c)
 void conf_set_route_cache(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
 {
     struct conf_route_cache *c = &((struct conf_route *)base)->cache;
-    if (conf_cache_bool(val) == 0)
+    if (conf_bool_value(val) == 0)
         return;
     if (val->kind != YAML_DOC_MAPPING && !yaml_doc_is_null(val)) {
         conf_type_error(ctx, val, "a mapping with zone", "cache");
@@ -522,7 +505,7 @@ static void conf_compress_defaults(struct conf_route_compress *c)
 void conf_set_route_compress(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
 {
     struct conf_route_compress *c = &((struct conf_route *)base)->compress;
-    int b = conf_cache_bool(val);
+    int b = conf_bool_value(val);
     if (b == 0)
         return;
     if (b < 0 && val->kind != YAML_DOC_MAPPING && !yaml_doc_is_null(val)) {

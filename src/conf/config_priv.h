@@ -105,6 +105,9 @@ const char *conf_scalar(struct conf_ctx *ctx, const struct yaml_doc_node *val, c
 bool conf_scalar_u64(struct conf_ctx *ctx, const struct yaml_doc_node *val, const char *want,
                      const char *name, uint64_t *out);
 bool conf_is_map(struct conf_ctx *ctx, const struct yaml_doc_node *val, const char *name);
+/* A boolean scalar (also for shorthands such as `tls: true`): 1 true, 0 false, -1 not a
+ * boolean (nothing reported). */
+int conf_bool_value(const struct yaml_doc_node *val);
 bool conf_is_seq(struct conf_ctx *ctx, const struct yaml_doc_node *val, const char *name);
 void conf_check_keys(struct conf_ctx *ctx, const struct yaml_doc_node *map, const char *what,
                      bool icase);

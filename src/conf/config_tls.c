@@ -50,23 +50,6 @@ static const char *conf_tls_check_sni(char *s)
     return NULL;
 }
 
-/* A boolean scalar (the `tls: true`, `http2: false`, `redirect_https: true` shorthands):
- * 1 true, 0 false, -1 not a boolean. */
-static int conf_tls_bool(const struct yaml_doc_node *val)
-{
-    static const char *const yes[] = { "true", "True", "TRUE", "yes", "on" };
-    static const char *const no[] = { "false", "False", "FALSE", "no", "off" };
-    if (val->kind != YAML_DOC_SCALAR || yaml_doc_is_null(val))
-        return -1;
-    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
-        if (strcmp(val->text, yes[i]) == 0)
-            return 1;
-        if (strcmp(val->text, no[i]) == 0)
-            return 0;
-    }
-    return -1;
-}
-
 #define TLS_STR(n, T, f, chk, req) { .name = n, .type = CT_STRING, .off = offsetof(T, f), \
                                      .check = chk, .required = req }
 
@@ -288,7 +271,7 @@ static void conf_tls_listener_defaults(struct conf_listener_tls *t)
 void conf_set_listener_tls(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
 {
     struct conf_listener_tls *t = &((struct conf_listener *)base)->tls;
-    if (conf_tls_bool(val) == 0)
+    if (conf_bool_value(val) == 0)
         return;
     if (val->kind != YAML_DOC_MAPPING && !yaml_doc_is_null(val)) {
         conf_type_error(ctx, val, "a mapping with certificates", "tls");
@@ -334,7 +317,7 @@ static const struct conf_table conf_listener_http2_table =
 void conf_set_listener_http2(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
 {
     struct conf_listener_http2 *h = &((struct conf_listener *)base)->http2;
-    int b = conf_tls_bool(val);
+    int b = conf_bool_value(val);
     if (b >= 0) {
         h->enabled = b == 1;
         return;
@@ -354,7 +337,7 @@ void conf_set_redirect_https(struct conf_ctx *ctx, const struct yaml_doc_node *v
     struct conf_listener *l = base;
     const char *want = "true, false or a port number";
     char q[CONF_QUOTE_SIZE];
-    int b = conf_tls_bool(val);
+    int b = conf_bool_value(val);
     uint64_t port;
     if (b >= 0) {
         l->redirect_https = b ? 443 : 0;
@@ -401,7 +384,7 @@ static const struct conf_table conf_upstream_tls_table = CONF_TABLE("tls", conf_
 void conf_set_upstream_tls(struct conf_ctx *ctx, const struct yaml_doc_node *val, void *base)
 {
     struct conf_upstream_tls *t = &((struct conf_upstream *)base)->tls;
-    int b = conf_tls_bool(val);
+    int b = conf_bool_value(val);
     if (b >= 0) {
         t->enabled = t->verify = b == 1;
         return;

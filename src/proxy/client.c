@@ -83,7 +83,9 @@ static void client_on_timer(struct loop_timer *t)
 
 /* A stream client ends with its exchange: the HTTP/2 session resets the stream if unfinished and
  * frees the client once nghttp2 is done with the stream. */
-static void client_close_stream(struct client *c)
+/* What every client without a socket of its own (a stream, a detached refresh) gives up when it
+ * ends: its exchange, deadline, pending task and buffer. */
+static void client_end_socketless(struct client *c)
 {
     c->closed = true;
     if (c->ex)
@@ -92,6 +94,11 @@ static void client_close_stream(struct client *c)
     loop_cancel(c->w->loop, &c->task);
     buf_put(c->in);
     c->in = NULL;
+}
+
+static void client_close_stream(struct client *c)
+{
+    client_end_socketless(c);
     h2s_stream_close(c);
 }
 
@@ -542,13 +549,7 @@ static void client_end_detached(struct client *c)
         c->w->detached = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    c->closed = true;
-    if (c->ex)
-        exchange_abort(c->ex);
-    loop_timer_stop(c->w->loop, &c->timer);
-    loop_cancel(c->w->loop, &c->task);
-    buf_put(c->in);
-    c->in = NULL;
+    client_end_socketless(c);
     c->task.run = client_free_task;
     loop_defer(c->w->loop, &c->task);
 }

@@ -102,9 +102,7 @@ static void ex_cache_mail(struct loop_task *task)
 {
     struct exchange *ex = container_of(task, struct exchange, mail.task);
     ex->cache_readable = true;
-    if (ex->state == EX_CACHE_WAIT)
-        ex_run(ex);
-    else if (ex->state == EX_CACHE_SERVE)
+    if (ex->state == EX_CACHE_WAIT || ex->state == EX_CACHE_SERVE)
         ex_run(ex);
 }
 
@@ -293,17 +291,23 @@ static enum ex_step ex_cache_serve_head(struct exchange *ex, int status, uint64_
     return EX_AGAIN;
 }
 
-/* Serves object O (one reference handed over): stored, or filling with its head set. */
-static enum ex_step ex_cache_serve(struct exchange *ex, struct cache_obj *o)
+/* Parses O's stored head into ex->resp (slices into O, valid while it is referenced). */
+static bool ex_cache_parse_head(struct exchange *ex, struct cache_obj *o)
 {
-    ex->hit = o;
     size_t hlen = 0;
     const char *head = cache_obj_head(o, &hlen);
     const struct conf_limits *lim = &ex->cfg->limits;
     struct h1_limits hl = { lim->max_header_bytes, lim->max_header_bytes, lim->max_headers };
     ex->resp.headers = ex->resp_hdrs;
     ex->resp.max_headers = lim->max_headers;
-    if (!head || h1_parse_response(head, hlen, &hl, &ex->resp) <= 0)
+    return head && h1_parse_response(head, hlen, &hl, &ex->resp) > 0;
+}
+
+/* Serves object O (one reference handed over): stored, or filling with its head set. */
+static enum ex_step ex_cache_serve(struct exchange *ex, struct cache_obj *o)
+{
+    ex->hit = o;
+    if (!ex_cache_parse_head(ex, o))
         return ex_send_error(ex, 502);
     bool complete = cache_obj_state(o) == CACHE_OBJ_COMPLETE;
     bool known = complete || ex->resp.content_length >= 0;
@@ -481,13 +485,7 @@ static enum ex_step ex_cache_use(struct exchange *ex, struct cache_obj *o)
     }
     cache_zone_note(ex->zone, CACHE_EV_MISS);
     ex->cache_kind = ex->req_cc.no_cache || ex->req_cc.max_age == 0 ? CACHE_STATUS_REQUEST : CACHE_STATUS_STALE;
-    size_t hlen = 0;
-    const char *head = cache_obj_head(o, &hlen);
-    const struct conf_limits *lim = &ex->cfg->limits;
-    struct h1_limits hl = { lim->max_header_bytes, lim->max_header_bytes, lim->max_headers };
-    ex->resp.headers = ex->resp_hdrs;
-    ex->resp.max_headers = lim->max_headers;
-    if (!head || h1_parse_response(head, hlen, &hl, &ex->resp) <= 0) {
+    if (!ex_cache_parse_head(ex, o)) { /* its validators come from there */
         cache_obj_put(o);
         return ex_cache_fetch(ex, NULL);
     }
